@@ -1,0 +1,280 @@
+"""The plastic recurrent network of Duan et al. (ICLR 2023), SPEC §1.
+
+At each step ``t`` of an episode, per sample::
+
+    x   = relu(in_fc(u_t))                          input layer
+    h_t = cell(x, h_{t−1})                          plastic RNN or LSTM cell
+    h_t ← LayerNorm(h_t)                            optional
+    z_t = out_fc(h_t)   (n_out + extra_dim + modulation units)
+    y_t = z_t[:, :n_out]                            the task output
+
+and, unless ``rule="none"``, every plastic layer's fast weights then change
+by the rule of :mod:`plasticnet.rules`. Fast weights are zero at the start of
+each episode and live in the :class:`PlasticState`, never on the module.
+
+**Batch note and the default inner rate.** The reference code's internal loss
+is a mean over the batch *and* the output dims, so there a sample's gradient
+is scaled by ``1/B`` and its dynamics depend on the batch it is in. Here each
+sample's internal loss is ``inner_loss_scale · mean_d((z ⊙ ω)²)`` on its own,
+so a sample's dynamics never depend on the batch. The default
+``inner_loss_scale = 1/64`` with ``inner_lr = 0.1`` and ``inner_clip = 1`` is
+exactly the reference's ``p_lr = 0.1`` at B = 64 (the batch of every sequence
+task): the effective rate is ``0.1/64 ≈ 1.56e-3`` per unit of the per-sample
+gradient, and the clip acts on the same scaled norm as there. To reproduce a
+reference run at batch ``B``, pass ``inner_loss_scale = 1/B``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import rules
+from .cells import CELL_CLASSES, CELLS, CellOutput
+from .engine import ENGINES, get_engine
+from .layers import INNER_LR_MODES, FastWeights, PlasticLinear, check_choice, check_positive_int
+
+PLASTIC_LAYERS = ("in_fc", "h_fc", "i_fc", "out_fc")
+
+
+class PlasticState(NamedTuple):
+    """State of :class:`PlasticRNN` between steps (a pytree: ``torch.func`` works).
+
+    h: ``(B, H)`` hidden state fed to the next step (normalised when LayerNorm is on);
+    c: ``(B, H)`` LSTM cell state, ``None`` for the RNN cell;
+    fast: fast weights, ``{layer: FastWeights(w (B, in, out), b (B, out) or None)}``
+    for ``in_fc, h_fc, i_fc, out_fc`` under the reference engine (another
+    engine may hold them in another form: :meth:`PlasticRNN.fast_weights`
+    materialises them); ``None`` for ``rule="none"``.
+    """
+
+    h: Tensor
+    c: Optional[Tensor]
+    fast: Optional[object]
+
+
+class StepValues(NamedTuple):
+    """Intermediate values of one step: ``x (B, H)`` input-layer output, the
+    cell's :class:`CellOutput`, ``h_next (B, H)`` (after LayerNorm), ``c``,
+    and ``z (B, D)`` the full output of ``out_fc``."""
+
+    x: Tensor
+    cell: CellOutput
+    h_next: Tensor
+    c: Optional[Tensor]
+    z: Tensor
+
+
+def matched_hidden_size(rule: str, cell: str, base: int = 128) -> int:
+    """Model-size matching of every [D23] comparison (SPEC §1).
+
+    ``base`` (128), ×1.5 for ``rule="none"``, ×2 for ``cell="rnn"``; both can
+    apply (none + rnn = 384).
+    """
+    check_choice("rule", rule, rules.RULES)
+    check_choice("cell", cell, CELLS)
+    size = base * (3 if rule == "none" else 2) // 2
+    return size * 2 if cell == "rnn" else size
+
+
+class PlasticRNN(nn.Module):
+    """in_fc → plastic RNN/LSTM cell → out_fc, with fast weights (SPEC §1).
+
+    Args (defaults are the reference's):
+        input_size, hidden_size, output_size: sizes of ``u_t``, ``h_t``, ``y_t``.
+        cell: ``"rnn"`` (relu) or ``"lstm"``.
+        rule: ``"gradient"``, ``"hebbian"`` or ``"none"`` (ordinary network).
+        extra_dim: extra output units of out_fc (4) the internal loss can use.
+        modulation: one more out_fc unit ``z[-1]``; ``m = 2σ(z[-1])`` scales
+            the inner rate and decay (on).
+        inner_lr_mode: init of the connection-wise rates ``Λ`` —
+            ``random`` U(−1,1), ``uniform`` 1, ``neg_uniform`` −1, ``none`` (fixed 1).
+        inner_lr: ``p_lr`` (0.1). inner_decay: ``p_wd`` (0.1).
+        inner_clip: clip of the update norm over all plastic tensors (1).
+        inner_loss_scale: the gradient rule's per-sample loss factor (1/64,
+            see the module docstring's batch note).
+        weight_clip: clamp fast weights and biases to ±this (``None``: off).
+        layernorm: LayerNorm (eps 1e-5, affine) on ``h_t`` (off).
+        init_scale: ``k = scale/sqrt(out)`` for in_fc and out_fc (1).
+        cell_init_scale: the same for the cell's layers (``None``: 2 for
+            LSTM, 1 for RNN).
+        batch_first: ``inputs`` are ``(B, T, I)`` (True) or ``(T, B, I)``.
+        engine: ``"reference"`` (materialised fast weights) or another
+            registered engine computing the same equations.
+
+    Shapes: ``forward(inputs (B, T, I), state) → (outputs (B, T, O), state)``;
+    ``step(u_t (B, I), state) → (y_t (B, O), state)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        cell: str = "lstm",
+        rule: str = "gradient",
+        extra_dim: int = 4,
+        modulation: bool = True,
+        inner_lr_mode: str = "random",
+        inner_lr: float = 0.1,
+        inner_decay: float = 0.1,
+        inner_clip: float = 1.0,
+        inner_loss_scale: float = 1 / 64,
+        weight_clip: Optional[float] = None,
+        layernorm: bool = False,
+        init_scale: float = 1.0,
+        cell_init_scale: Optional[float] = None,
+        batch_first: bool = True,
+        engine: str = "reference",
+    ):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("output_size", output_size)):
+            check_positive_int(name, value)
+        check_choice("cell", cell, CELLS)
+        check_choice("rule", rule, rules.RULES)
+        check_choice("inner_lr_mode", inner_lr_mode, INNER_LR_MODES)
+        check_choice("engine", engine, tuple(ENGINES))
+        if isinstance(extra_dim, bool) or not isinstance(extra_dim, int) or extra_dim < 0:
+            raise ValueError(f"extra_dim must be a non-negative integer, got {extra_dim!r}")
+        for name, value in (("inner_clip", inner_clip), ("inner_loss_scale", inner_loss_scale)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if weight_clip is not None and not weight_clip > 0:
+            raise ValueError(f"weight_clip must be > 0 or None, got {weight_clip!r}")
+
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.cell_type, self.rule = cell, rule
+        self.extra_dim, self.modulation = extra_dim, bool(modulation)
+        self.inner_lr_mode = inner_lr_mode
+        self.inner_lr, self.inner_decay, self.inner_clip = float(inner_lr), float(inner_decay), float(inner_clip)
+        self.inner_loss_scale = float(inner_loss_scale)
+        self.weight_clip = None if weight_clip is None else float(weight_clip)
+        self.batch_first = batch_first
+
+        plastic = rule != "none"
+        kw = dict(plastic=plastic, plastic_bias=rule == "gradient", inner_lr_mode=inner_lr_mode)
+        # the extra and modulation units only matter to a plastic rule
+        self.full_output_size = output_size + (extra_dim + self.modulation if plastic else 0)
+        self.in_fc = PlasticLinear(input_size, hidden_size, init_scale=init_scale, **kw)
+        self.cell = CELL_CLASSES[cell](hidden_size, hidden_size, init_scale=cell_init_scale, **kw)
+        self.layernorm = nn.LayerNorm(hidden_size) if layernorm else None
+        self.out_fc = PlasticLinear(hidden_size, self.full_output_size, init_scale=init_scale, **kw)
+        self.omega = nn.Parameter(torch.ones(self.full_output_size)) if rule == "gradient" else None
+        self.engine = engine
+        self._engine = get_engine(engine)
+
+    # ------------------------------------------------------------------ state
+    def plastic_layers(self) -> Dict[str, PlasticLinear]:
+        """The plastic layers in order: ``in_fc, h_fc, i_fc, out_fc``."""
+        return {"in_fc": self.in_fc, "h_fc": self.cell.h_fc, "i_fc": self.cell.i_fc, "out_fc": self.out_fc}
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> PlasticState:
+        """State at the start of an episode: zero hidden state, zero fast weights."""
+        check_positive_int("batch_size", batch_size)
+        device = device or self.in_fc.weight.device
+        dtype = dtype or self.in_fc.weight.dtype
+        h = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        c = torch.zeros_like(h) if self.cell_type == "lstm" else None
+        fast = None
+        if self.rule != "none":
+            fast = {k: m.zero_fast(batch_size, device, dtype) for k, m in self.plastic_layers().items()}
+            fast = self._engine.initial_fast(self, fast) if hasattr(self._engine, "initial_fast") else fast
+        return PlasticState(h, c, fast)
+
+    def make_state(self, h, c, fast) -> PlasticState:
+        return PlasticState(h, c, fast)
+
+    def fast_weights(self, state: PlasticState) -> Optional[Dict[str, FastWeights]]:
+        """The fast weights of ``state`` as ``{layer: FastWeights((B, in, out), (B, out))}``."""
+        if state.fast is None:
+            return None
+        return self._engine.fast_weights(self, state)
+
+    # --------------------------------------------------------------- equations
+    def dynamics(self, u: Tensor, h: Tensor, c: Optional[Tensor], fast) -> StepValues:
+        """Forward equations of one step with fast weights ``fast`` (dict or None)."""
+        f = fast or {}
+        x = torch.relu(self.in_fc(u, f.get("in_fc")))
+        cell_out = self.cell(x, h, c, f.get("h_fc"), f.get("i_fc"))
+        h_next = cell_out.h if self.layernorm is None else self.layernorm(cell_out.h)
+        z = self.out_fc(h_next, f.get("out_fc"))
+        return StepValues(x, cell_out, h_next, cell_out.c, z)
+
+    def hebbian_pre_post(self, u: Tensor, h_prev: Tensor, v: StepValues):
+        """``(pre, post)`` of each layer for the Hebbian rule (SPEC §1)."""
+        return {
+            "in_fc": (u, v.x),
+            "h_fc": (h_prev, v.cell.post),
+            "i_fc": (v.x, v.cell.post),
+            "out_fc": (v.h_next, v.z),
+        }
+
+    def apply_rule(self, fast, terms, z):
+        """``F_{t+1}`` from ``F_t`` and the rule's terms ``G``; returns ``(fast, m, s)``."""
+        m = rules.modulation_factor(z, self.modulation)
+        s = rules.clip_scale(rules.update_norm([t for k in terms for t in terms[k]]), self.inner_clip)
+        eta, decay = self.inner_lr * m * s, self.inner_decay * m
+        layers = self.plastic_layers()
+        new = {}
+        for k, g in terms.items():
+            lw, lb = layers[k].rates()
+            w = rules.plastic_update(fast[k].w, g.w, lw, eta, decay, self.weight_clip)
+            b = None
+            if g.b is not None:
+                b = rules.plastic_update(fast[k].b, g.b, lb, eta, decay, self.weight_clip)
+            new[k] = FastWeights(w, b)
+        return new, m, s
+
+    @staticmethod
+    def record_trace(trace, m, s, fast) -> None:
+        """Append the step's modulation ``m``, clip scale ``s`` and ‖F‖ to ``trace``."""
+        norm = rules.update_norm([t for k in fast for t in fast[k]])
+        for key, val in (("modulation", m), ("clip_scale", s), ("fast_norm", norm)):
+            trace.setdefault(key, []).append(val.detach())
+
+    # ------------------------------------------------------------------ running
+    def step(self, u_t: Tensor, state: Optional[PlasticState] = None):
+        """One step: ``u_t (B, I)`` → ``(y_t (B, O), new state)``."""
+        if u_t.dim() != 2 or u_t.shape[-1] != self.input_size:
+            raise ValueError(f"u_t must have shape (B, {self.input_size}), got {tuple(u_t.shape)}")
+        state = self._check_state(state, u_t)
+        return self._engine.step(self, u_t, state)
+
+    def forward(self, inputs: Tensor, state: Optional[PlasticState] = None, return_trace: bool = False):
+        """Run a sequence: ``inputs (B, T, I)`` → ``(outputs (B, T, O), final state)``.
+
+        With ``return_trace=True`` also returns ``{"modulation", "clip_scale",
+        "fast_norm"}``, each ``(B, T)``: the modulation ``m_t``, the clip scale
+        ``s_t`` and the norm of all fast weights after each step's update.
+        """
+        if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
+            order = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"inputs must have shape {order} with I = {self.input_size}, "
+                             f"got {tuple(inputs.shape)}")
+        if not self.batch_first:
+            inputs = inputs.transpose(0, 1)
+        state = self._check_state(state, inputs[:, 0])
+        trace = {} if return_trace and self.rule != "none" else None
+        out, state = self._engine.forward(self, inputs, state, trace)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if return_trace:
+            tr = {k: torch.stack(v, dim=1) for k, v in (trace or {}).items()}
+            return out, state, tr
+        return out, state
+
+    def _check_state(self, state, u):
+        if state is None:
+            return self.initial_state(u.shape[0], u.device, u.dtype)
+        if state.h.shape != (u.shape[0], self.hidden_size):
+            raise ValueError(f"state.h must have shape ({u.shape[0]}, {self.hidden_size}) "
+                             f"for this input, got {tuple(state.h.shape)}")
+        return state
+
+    def extra_repr(self) -> str:
+        return (f"cell={self.cell_type!r}, rule={self.rule!r}, engine={self.engine!r}, "
+                f"modulation={self.modulation}, extra_dim={self.extra_dim}")
