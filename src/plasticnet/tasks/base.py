@@ -19,6 +19,8 @@ Contract (every registered task follows it):
 - ``sample(batch_size, generator) → Batch``: a batch of fresh episodes,
   batched tensor code, fully determined by ``generator``.
 - ``forward(model, batch) → outputs``; ``loss(outputs, batch) → scalar``;
+  ``regularizer(model) → scalar`` (0 unless the paper adds a penalty, e.g.
+  an L1 term on plasticity coefficients), added to the loss by the trainer;
   ``metrics(outputs, batch) → {"error": float, ...}``: ``error`` is the
   paper's error measure (``val_error`` in ``metrics.csv``), other keys are
   written as ``val_<key>``.
@@ -98,6 +100,9 @@ class Task:
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         raise NotImplementedError
+
+    def regularizer(self, model: nn.Module):
+        return 0.0
 
     def metrics(self, outputs: Tensor, batch: Batch) -> Dict[str, float]:
         raise NotImplementedError
