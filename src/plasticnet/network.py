@@ -36,8 +36,6 @@ from .cells import CELL_CLASSES, CELLS, CellOutput
 from .engine import ENGINES, get_engine
 from .layers import INNER_LR_MODES, FastWeights, PlasticLinear, check_choice, check_positive_int
 
-PLASTIC_LAYERS = ("in_fc", "h_fc", "i_fc", "out_fc")
-
 
 class PlasticState(NamedTuple):
     """State of :class:`PlasticRNN` between steps (a pytree: ``torch.func`` works).
@@ -100,6 +98,9 @@ class PlasticRNN(nn.Module):
         init_scale: ``k = scale/sqrt(out)`` for in_fc and out_fc (1).
         cell_init_scale: the same for the cell's layers (``None``: 2 for
             LSTM, 1 for RNN).
+        input_layer: with ``False`` there is no in_fc: ``u_t`` goes straight
+            into the cell (``x = u_t``), as in the reference's image model
+            where a CNN embedding is the cell's input.
         batch_first: ``inputs`` are ``(B, T, I)`` (True) or ``(T, B, I)``.
         engine: ``"reference"`` (materialised fast weights) or another
             registered engine computing the same equations.
@@ -127,6 +128,7 @@ class PlasticRNN(nn.Module):
         layernorm: bool = False,
         init_scale: float = 1.0,
         cell_init_scale: Optional[float] = None,
+        input_layer: bool = True,
         batch_first: bool = True,
         engine: str = "reference",
     ):
@@ -159,8 +161,9 @@ class PlasticRNN(nn.Module):
         kw = dict(plastic=plastic, plastic_bias=rule == "gradient", inner_lr_mode=inner_lr_mode)
         # the extra and modulation units only matter to a plastic rule
         self.full_output_size = output_size + (extra_dim + self.modulation if plastic else 0)
-        self.in_fc = PlasticLinear(input_size, hidden_size, init_scale=init_scale, **kw)
-        self.cell = CELL_CLASSES[cell](hidden_size, hidden_size, init_scale=cell_init_scale, **kw)
+        self.in_fc = PlasticLinear(input_size, hidden_size, init_scale=init_scale, **kw) if input_layer else None
+        cell_input = hidden_size if input_layer else input_size
+        self.cell = CELL_CLASSES[cell](cell_input, hidden_size, init_scale=cell_init_scale, **kw)
         self.layernorm = nn.LayerNorm(hidden_size) if layernorm else None
         self.out_fc = PlasticLinear(hidden_size, self.full_output_size, init_scale=init_scale, **kw)
         self.omega = nn.Parameter(torch.ones(self.full_output_size)) if rule == "gradient" else None
@@ -169,14 +172,16 @@ class PlasticRNN(nn.Module):
 
     # ------------------------------------------------------------------ state
     def plastic_layers(self) -> Dict[str, PlasticLinear]:
-        """The plastic layers in order: ``in_fc, h_fc, i_fc, out_fc``."""
-        return {"in_fc": self.in_fc, "h_fc": self.cell.h_fc, "i_fc": self.cell.i_fc, "out_fc": self.out_fc}
+        """The plastic layers in order: ``in_fc`` (if any), ``h_fc, i_fc, out_fc``."""
+        layers = {"in_fc": self.in_fc} if self.in_fc is not None else {}
+        layers.update(h_fc=self.cell.h_fc, i_fc=self.cell.i_fc, out_fc=self.out_fc)
+        return layers
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> PlasticState:
         """State at the start of an episode: zero hidden state, zero fast weights."""
         check_positive_int("batch_size", batch_size)
-        device = device or self.in_fc.weight.device
-        dtype = dtype or self.in_fc.weight.dtype
+        device = device or self.out_fc.weight.device
+        dtype = dtype or self.out_fc.weight.dtype
         h = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
         c = torch.zeros_like(h) if self.cell_type == "lstm" else None
         fast = None
@@ -198,7 +203,7 @@ class PlasticRNN(nn.Module):
     def dynamics(self, u: Tensor, h: Tensor, c: Optional[Tensor], fast) -> StepValues:
         """Forward equations of one step with fast weights ``fast`` (dict or None)."""
         f = fast or {}
-        x = torch.relu(self.in_fc(u, f.get("in_fc")))
+        x = torch.relu(self.in_fc(u, f.get("in_fc"))) if self.in_fc is not None else u
         cell_out = self.cell(x, h, c, f.get("h_fc"), f.get("i_fc"))
         h_next = cell_out.h if self.layernorm is None else self.layernorm(cell_out.h)
         z = self.out_fc(h_next, f.get("out_fc"))
@@ -206,12 +211,9 @@ class PlasticRNN(nn.Module):
 
     def hebbian_pre_post(self, u: Tensor, h_prev: Tensor, v: StepValues):
         """``(pre, post)`` of each layer for the Hebbian rule (SPEC §1)."""
-        return {
-            "in_fc": (u, v.x),
-            "h_fc": (h_prev, v.cell.post),
-            "i_fc": (v.x, v.cell.post),
-            "out_fc": (v.h_next, v.z),
-        }
+        pairs = {"in_fc": (u, v.x)} if self.in_fc is not None else {}
+        pairs.update(h_fc=(h_prev, v.cell.post), i_fc=(v.x, v.cell.post), out_fc=(v.h_next, v.z))
+        return pairs
 
     def apply_rule(self, fast, terms, z):
         """``F_{t+1}`` from ``F_t`` and the rule's terms ``G``; returns ``(fast, m, s)``."""
