@@ -197,7 +197,7 @@ def _tensorboard(run_dir: Path, purge_step: Optional[int]):
 
 
 # ------------------------------------------------------------------ training
-RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches")
+RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches", "engine")
 
 
 def _resume_config(options: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
@@ -215,8 +215,8 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
     """Train one run into ``run_dir``; returns its summary (also ``summary.json``).
 
     ``options``: flat dict with at least ``task`` (see :mod:`plasticnet.config`).
-    ``resume``: continue from ``run_dir/last.pt`` (only ``batches``, ``device``,
-    ``threads``, ``val_batches`` may differ from the saved config; a folder
+    ``resume``: continue from ``run_dir/last.pt`` (only the keys of
+    :data:`RESUME_MAY_CHANGE` may differ from the saved config; a folder
     without ``last.pt`` starts afresh). Without ``resume`` a folder that
     already holds a run is refused.
     """
