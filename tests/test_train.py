@@ -215,3 +215,13 @@ def test_lr_schedule():
     assert lr_at(c, 50) == pytest.approx(5.5e-4)
     assert lr_at(c, 100) == pytest.approx(1e-4)
     assert lr_at({**c, "lr_schedule": "constant"}, 50) == 1e-3
+
+
+def test_config_records_resolved_sizes(tmp_path):
+    opts = {"task": "regression", "rule": "none", "cell": "rnn", "batch_size": 2, "batches": 1,
+            "val_batches": 1, "train_points": 2, "test_points": 2}
+    train_run(opts, tmp_path, progress=False)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["hidden_size"] == 384 and config["n"] == 12  # size matching; the paper's n for linear
+    _, model, _ = load_run(tmp_path)
+    assert model.hidden_size == 384 and model.input_size == 14

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .config import parse_set, resolve_options
-from .network import matched_hidden_size
 
 RULES = ("gradient", "hebbian", "none")
 REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches
@@ -117,7 +116,7 @@ def _cmd(args) -> int:
     hidden = {}
     for r in rules:
         config = yaml.safe_load((Path(args.out) / r / "config.yaml").read_text())
-        hidden[r] = config["hidden_size"] or matched_hidden_size(r, config["cell"])
+        hidden[r] = config["hidden_size"]
     print()
     print(table(summaries, hidden))
     png = Path(args.out) / "cue_reward_curves.png"

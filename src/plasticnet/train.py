@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -74,6 +75,8 @@ def resolved_config(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Task, nn.M
     task, model = build(config)
     for k, v in vars(task.options).items():  # e.g. regression's n=None → the paper's n
         config[k] = v
+    if "hidden_size" in config and config["hidden_size"] is None and hasattr(model, "hidden_size"):
+        config["hidden_size"] = model.hidden_size  # the size matching of SPEC §1, as built
     if config["device"] != "cpu":
         try:
             dev = torch.device(config["device"])
@@ -252,6 +255,8 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
                 return summary
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)
+    if not resuming and (run_dir / "tb").is_dir():  # events of a run killed before its first checkpoint
+        shutil.rmtree(run_dir / "tb")
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     metrics = _Metrics(run_dir / "metrics.csv", keep_upto=start if resuming else None)
     tb = _tensorboard(run_dir, purge_step=start + 1 if resuming else None)
