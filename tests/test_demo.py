@@ -18,7 +18,7 @@ def one_thread():
 
 def test_demo_command(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--batches", "4", "--out", str(out), "--quiet", "--set", "hidden_size=8",
+    code = main(["demo", "--batches", "4", "--out", str(out), "--quiet", "--jobs", "1", "--set", "hidden_size=8",
                  "--set", "val_every=2", "--set", "val_batches=1", "--set", "batch_size=4", "--set", "steps=6"])
     assert code == 0
     text = capsys.readouterr().out
@@ -30,9 +30,20 @@ def test_demo_command(tmp_path, capsys):
     png = out / "cue_reward_curves.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # running again reuses the finished runs
-    assert main(["demo", "--batches", "4", "--out", str(out), "--quiet", "--rules", "hebbian",
+    before = (out / "hebbian" / "metrics.csv").read_text()
+    assert main(["demo", "--batches", "4", "--out", str(out), "--quiet", "--rules", "hebbian", "--jobs", "1",
                  "--set", "hidden_size=8", "--set", "val_every=2", "--set", "val_batches=1",
                  "--set", "batch_size=4"]) == 0
+    assert (out / "hebbian" / "metrics.csv").read_text() == before
+
+
+@pytest.mark.slow  # spawning processes that import torch takes long on a loaded machine
+def test_demo_parallel_jobs_match_sequential(tmp_path):
+    extra = {"hidden_size": 8, "val_every": 2, "val_batches": 1, "batch_size": 4, "steps": 6}
+    seq = run_demo(tmp_path / "seq", batches=4, rules=("hebbian", "none"), jobs=1, extra=extra, progress=False)
+    par = run_demo(tmp_path / "par", batches=4, rules=("hebbian", "none"), jobs=2, extra=extra, progress=True)
+    for rule in ("hebbian", "none"):
+        assert par[rule]["final_val_error"] == seq[rule]["final_val_error"]
 
 
 def test_demo_refuses_bad_input(tmp_path, capsys):

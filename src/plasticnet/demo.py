@@ -15,6 +15,7 @@ again continues unfinished runs and reuses finished ones.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -49,15 +50,43 @@ def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, s
              extra: Optional[Dict] = None, progress: bool = True) -> Dict[str, Dict]:
     """Train the comparison into ``out/<rule>``; returns ``{rule: summary}``.
 
-    ``jobs > 1`` trains the rules in parallel processes (one thread each).
+    ``jobs > 1`` trains the rules in parallel processes (one thread each); the
+    progress bars then follow each run's ``metrics.csv`` (every validation).
     """
     out = Path(out)
     work = [(r, demo_options(r, batches, seed, extra), out / r, 1 if jobs > 1 else None, progress and jobs == 1)
             for r in rules]
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            return dict(pool.map(_train_one, work))
-    return dict(_train_one(w) for w in work)
+    if jobs == 1:
+        return dict(_train_one(w) for w in work)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, w) for w in work]
+        if progress:
+            _follow(futures, out, rules, batches)
+        return dict(f.result() for f in futures)
+
+
+def _follow(futures, out: Path, rules, batches: int) -> None:
+    """One progress bar per rule, read from the runs' metrics.csv until all runs end."""
+    from tqdm.auto import tqdm
+
+    bars = {r: tqdm(total=batches, desc=f"{r:9s}", position=i, unit="batch", dynamic_ncols=True)
+            for i, r in enumerate(rules)}
+    while True:
+        finished = all(f.done() for f in futures)
+        for r, bar in bars.items():
+            try:
+                with open(out / r / "metrics.csv") as fh:
+                    last = fh.read().strip().splitlines()[-1].split(",")
+                if last[0].isdigit():
+                    bar.update(int(last[0]) - bar.n)
+                    bar.set_postfix(val=f"{float(last[2]):.4f}")
+            except (OSError, IndexError, ValueError):
+                pass
+        if finished:
+            break
+        time.sleep(2.0)
+    for bar in bars.values():
+        bar.close()
 
 
 def curves(out, rules) -> Dict[str, List]:
@@ -135,7 +164,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batches", type=int, default=5000, help="training batches per rule (reference: 5000)")
     p.add_argument("--out", default="runs/demo", help="folder of the run folders and the figure")
     p.add_argument("--rules", default=",".join(RULES), help="comma-separated rules (default: all three)")
-    p.add_argument("--jobs", type=int, default=1, help="train the rules in this many parallel processes")
+    p.add_argument("--jobs", type=int, default=min(len(RULES), os.cpu_count() or 1),
+                   help="train the rules in this many parallel processes, one thread each "
+                        "(default: one per rule, at most one per CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run option, e.g. engine=reference")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
