@@ -216,9 +216,9 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
         improved = vals["error"] < best
         best = min(best, vals["error"])
         ck = checkpoint(batch, vals["error"])
-        save_atomic(ck, last_path)
-        if improved:
+        if improved:  # best before last: a run killed in between re-validates this batch on resume
             save_atomic(ck, best_path)
+        save_atomic(ck, last_path)
         return vals["error"]
 
     def finish(summary: Dict[str, Any]) -> Dict[str, Any]:
