@@ -27,7 +27,7 @@ on long episodes.
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -41,15 +41,16 @@ class FactoredFast(NamedTuple):
         (``Λ`` included), ``None`` while it is zero;
     decay: ``(B,)`` ``D_t`` since the chunk start (``None``: 1);
     coef: ``(B, t)`` ``a_{t,s}`` of the ``t`` steps of this chunk (``None``: no step yet);
-    pre, post: ``{layer: (p_s (B, in), ...)}``, ``{layer: (q_s (B, out), ...)}``;
+    pre, post: ``{layer: P (B, t, in)}``, ``{layer: Q (B, t, out)}``, the vectors
+        ``p_s``, ``q_s`` of those steps (``h_fc`` and ``i_fc`` share one ``Q``);
     bias: ``{layer: f_t (B, out)}`` fast biases, kept materialised (gradient rule only).
     """
 
     base: Optional[Dict[str, Tensor]]
     decay: Optional[Tensor]
     coef: Optional[Tensor]
-    pre: Dict[str, Tuple[Tensor, ...]]
-    post: Dict[str, Tuple[Tensor, ...]]
+    pre: Dict[str, Tensor]
+    post: Dict[str, Tensor]
     bias: Dict[str, Tensor]
 
     @property
@@ -61,67 +62,59 @@ class FactoredFast(NamedTuple):
 class _FactoredRead(torch.autograd.Function):
     """``y = Σ_s a_s q_s ⊙ ((x ⊙ p_s) Λ)`` with a hand-written backward.
 
-    Inputs ``x (B, in)``, ``a (B, t)``, ``Λ (in, out)`` or ``None`` (= 1), then
-    ``p_1..p_t (B, in)`` and ``q_1..q_t (B, out)``. Only the per-step vectors
-    are saved (the histories are shared between steps, so the saved memory
-    grows as ``T``, not ``T²``); the stacks and the product ``(x ⊙ P) Λ`` are
-    recomputed in backward.
+    ``x (B, in)``, ``a (B, t)``, ``Λ (in, out)`` or ``None`` (= 1), ``P (B, t, in)``,
+    ``Q (B, t, out)``. Forward is one ``(B·t, in) @ (in, out)`` GEMM, backward
+    two (``dX = dR Λᵀ``, ``dΛ = Xᵀ dR``); the product ``R = (x ⊙ P) Λ`` is saved.
     """
 
     @staticmethod
-    def forward(ctx, x, coef, lam, *hist):
-        t = len(hist) // 2
-        P, Q = torch.stack(hist[:t], 1), torch.stack(hist[t:], 1)  # (B, t, in), (B, t, out)
-        ctx.t, ctx.has_lam = t, lam is not None
-        ctx.save_for_backward(x, coef, lam, *hist)
+    def forward(ctx, x, coef, lam, P, Q):
+        B, t, n_in = P.shape
         if lam is None:
-            att = torch.bmm(P, x.unsqueeze(-1)).squeeze(-1) * coef  # (B, t)
-            return torch.bmm(att.unsqueeze(1), Q).squeeze(1)
-        B, _, n_in = P.shape
-        R = ((x.unsqueeze(1) * P).reshape(B * t, n_in) @ lam).view(B, t, -1)  # (B, t, out)
+            s = torch.bmm(P, x.unsqueeze(-1)).squeeze(-1)  # (B, t): x·p_s
+            ctx.save_for_backward(x, coef, None, P, Q, s)
+            return torch.bmm((s * coef).unsqueeze(1), Q).squeeze(1)
+        R = ((x.unsqueeze(1) * P).view(B * t, n_in) @ lam).view(B, t, -1)  # (B, t, out)
+        ctx.save_for_backward(x, coef, lam, P, Q, R)
         return torch.bmm(coef.unsqueeze(1), R * Q).squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        x, coef, lam, *hist = ctx.saved_tensors
-        t = ctx.t
-        P, Q = torch.stack(hist[:t], 1), torch.stack(hist[t:], 1)
-        B, _, n_in = P.shape
+        x, coef, lam, P, Q, R = ctx.saved_tensors
+        B, t, n_in = P.shape
         gq = g.unsqueeze(1)  # (B, 1, out)
-        if not ctx.has_lam:
-            s = torch.bmm(P, x.unsqueeze(-1)).squeeze(-1)  # (B, t): x·p_s
-            att = s * coef
-            dQ = att.unsqueeze(-1) * gq
+        dlam = None
+        if lam is None:
+            s = R  # x·p_s
+            dQ = (s * coef).unsqueeze(-1) * gq
             r = torch.bmm(Q, g.unsqueeze(-1)).squeeze(-1)  # (B, t): g·q_s
             dcoef = r * s
-            ra = r * coef
-            dx = torch.bmm(ra.unsqueeze(1), P).squeeze(1)
-            dP = ra.unsqueeze(-1) * x.unsqueeze(1)
-            dlam = None
+            ra = (r * coef).unsqueeze(1)  # (B, 1, t)
+            dx = torch.bmm(ra, P).squeeze(1)
+            dP = ra.transpose(1, 2) * x.unsqueeze(1)
         else:
-            X = (x.unsqueeze(1) * P).reshape(B * t, n_in)
-            R = (X @ lam).view(B, t, -1)
-            dR = (coef.unsqueeze(-1) * Q) * gq  # (B, t, out)
+            c3 = coef.unsqueeze(-1)
             RG = R * gq
-            dQ = RG * coef.unsqueeze(-1)
+            dQ = RG * c3
             dcoef = (RG * Q).sum(-1)
-            dX = (dR.reshape(B * t, -1) @ lam.t()).view(B, t, n_in)
+            dR = (Q * c3) * gq  # (B, t, out)
+            dX = (dR.view(B * t, -1) @ lam.t()).view(B, t, n_in)
             dx = (dX * P).sum(1)
             dP = dX * x.unsqueeze(1)
-            dlam = X.t() @ dR.reshape(B * t, -1) if ctx.needs_input_grad[2] else None
-        return (dx, dcoef, dlam, *dP.unbind(1), *dQ.unbind(1))
+            if ctx.needs_input_grad[2]:
+                dlam = (x.unsqueeze(1) * P).view(B * t, n_in).t() @ dR.view(B * t, -1)
+        return dx, dcoef, dlam, dP, dQ
 
 
-def factored_read(x: Tensor, coef: Tensor, lam: Optional[Tensor], pre, post) -> Tensor:
+def factored_read(x: Tensor, coef: Tensor, lam: Optional[Tensor], P: Tensor, Q: Tensor) -> Tensor:
     """``Σ_s a_s q_s ⊙ ((x ⊙ p_s) Λ)``: ``x (B, in)`` → ``(B, out)`` (``Λ = None``: 1)."""
-    return _FactoredRead.apply(x, coef, lam, *pre, *post)
+    return _FactoredRead.apply(x, coef, lam, P, Q)
 
 
-def outer_sum(coef: Tensor, pre, post) -> Tensor:
+def outer_sum(coef: Tensor, P: Tensor, Q: Tensor) -> Tensor:
     """``Σ_s a_s p_s ⊗ q_s`` per sample: one ``(B, in, t) @ (B, t, out)`` GEMM."""
-    P = torch.stack(pre, 1) * coef.unsqueeze(-1)
-    return torch.bmm(P.transpose(1, 2), torch.stack(post, 1))
+    return torch.bmm((P * coef.unsqueeze(-1)).transpose(1, 2), Q)
 
 
 def materialise(fast: FactoredFast, layer: str, lam) -> Tensor:
@@ -141,4 +134,4 @@ def fold(fast: FactoredFast, rates: Dict[str, Optional[Tensor]]) -> FactoredFast
     if fast.steps == 0:
         return fast
     base = {k: materialise(fast, k, rates[k]) for k in fast.pre}
-    return FactoredFast(base, None, None, {k: () for k in fast.pre}, {k: () for k in fast.post}, fast.bias)
+    return FactoredFast(base, None, None, {}, {}, fast.bias)

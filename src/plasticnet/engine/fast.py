@@ -58,7 +58,7 @@ class _Reader:
     def __init__(self, fast: FactoredFast, layer: str, lam: Optional[Tensor]):
         self.base = fast.base[layer] if fast.base is not None else None
         self.decay, self.coef, self.lam = fast.decay, fast.coef, lam
-        self.pre, self.post = fast.pre.get(layer, ()), fast.post.get(layer, ())
+        self.pre, self.post = fast.pre.get(layer), fast.post.get(layer)
         self.bias = fast.bias.get(layer)
 
     def _base(self, y: Tensor) -> Tensor:
@@ -68,7 +68,7 @@ class _Reader:
         y = 0
         if self.base is not None:
             y = self._base(torch.bmm(x.unsqueeze(1), self.base).squeeze(1))
-        if self.pre:
+        if self.pre is not None:
             y = y + factored_read(x, self.coef, self.lam, self.pre, self.post)
         if self.bias is not None:
             y = y + self.bias
@@ -78,13 +78,13 @@ class _Reader:
         y = 0
         if self.base is not None:
             y = self._base(torch.bmm(self.base, d.unsqueeze(-1)).squeeze(-1))
-        if self.pre:
+        if self.pre is not None:
             lam_t = None if self.lam is None else self.lam.t()
             y = y + factored_read(d, self.coef, lam_t, self.post, self.pre)
         return y
 
     def __bool__(self) -> bool:
-        return self.base is not None or bool(self.pre) or self.bias is not None
+        return self.base is not None or self.pre is not None or self.bias is not None
 
 
 def layernorm_backward(h: Tensor, d: Tensor, ln: torch.nn.LayerNorm) -> Tensor:
@@ -214,8 +214,13 @@ class FastEngine:
 
         coef = e.unsqueeze(1) if fast.coef is None else torch.cat([fast.coef * keep.unsqueeze(1), e.unsqueeze(1)], 1)
         decay = None if fast.base is None else (keep if fast.decay is None else fast.decay * keep)
-        pre = {k: fast.pre.get(k, ()) + (factors[k][0],) for k in layers}
-        post = {k: fast.post.get(k, ()) + (factors[k][1],) for k in layers}
+        pre, post, done = {}, {}, {}
+        for k in layers:
+            p, q = factors[k]
+            pre[k] = _append(fast.pre.get(k), p)
+            if id(q) not in done:  # h_fc and i_fc share q (post, or δ of the cell): one history
+                done[id(q)] = _append(fast.post.get(k), q)
+            post[k] = done[id(q)]
         bias = dict(fast.bias)
         if with_bias:
             for k, layer in layers.items():
@@ -245,3 +250,9 @@ class FastEngine:
             net.record_trace(trace, m, s, new)
         return v.z[:, : net.output_size], net.make_state(v.h_next, v.c, new)
 
+
+
+def _append(hist: Optional[Tensor], v: Tensor) -> Tensor:
+    """``hist (B, t, n)`` with ``v (B, n)`` appended as step ``t + 1``."""
+    v = v.unsqueeze(1)
+    return v if hist is None else torch.cat([hist, v], 1)
