@@ -112,8 +112,40 @@ def measure(cfg: Config) -> dict:
                 peak_mb=peak / 1024)
 
 
-def run_child(cfg: Config, timeout: float) -> dict:
-    """:func:`measure` in a fresh single-threaded subprocess."""
+def reference_memory_estimate_mb(cfg: Config) -> float:
+    """Rough peak of the reference engine's step: ~6 floats per fast-weight entry per step.
+
+    (Measured: 3.1–3.2 GB for cue–reward RNN, B = 64, T = 20, hidden 256.)
+    """
+    from .network import matched_hidden_size
+
+    n_in, n_out, T = TASKS[cfg.task]
+    H = matched_hidden_size(cfg.rule, cfg.cell)
+    G = 4 * H if cfg.cell == "lstm" else H
+    entries = n_in * H + 2 * H * G + H * (n_out + 5)
+    return 6 * 4 * T * cfg.batch_size * entries / 2**20
+
+
+def _available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict:
+    """:func:`measure` in a fresh single-threaded subprocess.
+
+    A reference-engine run whose estimated peak exceeds ``memory_fraction`` of
+    the memory available now is skipped (reported as an error), so a benchmark
+    cannot push a shared machine into swapping or the OOM killer.
+    """
+    if cfg.engine == "reference":
+        need, avail = reference_memory_estimate_mb(cfg), _available_mb()
+        if need > memory_fraction * avail:
+            return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine,
+                        error=f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB available")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "plasticnet.bench", "--child", json.dumps(cfg.__dict__)]
     try:
@@ -186,7 +218,7 @@ def _cmd(args) -> int:
     results = []
     kw = dict(repeats=args.repeats, warmup=args.warmup, batch_size=args.batch_size, chunk_size=args.chunk_size)
     for cfg in configurations(tasks, cells, rules, engines, **kw):
-        res = run_child(cfg, args.timeout)
+        res = run_child(cfg, args.timeout, args.memory_fraction)
         results.append(res)
         if args.json:
             print(json.dumps(res), flush=True)
@@ -210,6 +242,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--chunk-size", type=int, default=0, help="fast engine's chunk size (0: its default)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per run before it is abandoned")
+    p.add_argument("--memory-fraction", type=float, default=0.8,
+                   help="skip a reference run whose estimated peak exceeds this fraction of the available memory")
     p.add_argument("--json", action="store_true", help="one JSON object per run on stdout (table on stderr)")
     p.set_defaults(func=_cmd)
 

@@ -43,7 +43,9 @@ class FactoredFast(NamedTuple):
     coef: ``(B, t)`` ``a_{t,s}`` of the ``t`` steps of this chunk (``None``: no step yet);
     pre, post: ``{layer: P (B, t, in)}``, ``{layer: Q (B, t, out)}``, the vectors
         ``p_s``, ``q_s`` of those steps (``h_fc`` and ``i_fc`` share one ``Q``);
-    bias: ``{layer: f_t (B, out)}`` fast biases, kept materialised (gradient rule only).
+    bias: ``{layer: f_t (B, out)}`` fast biases, kept materialised (gradient rule only);
+    dense: ``{layer: F_t (B, in, out)}`` the layers kept materialised (a small
+        ``in`` or ``out``: there a materialised update costs less than a factored read).
     """
 
     base: Optional[Dict[str, Tensor]]
@@ -52,6 +54,7 @@ class FactoredFast(NamedTuple):
     pre: Dict[str, Tensor]
     post: Dict[str, Tensor]
     bias: Dict[str, Tensor]
+    dense: Dict[str, Tensor]
 
     @property
     def steps(self) -> int:
@@ -119,7 +122,9 @@ def outer_sum(coef: Tensor, P: Tensor, Q: Tensor) -> Tensor:
 
 def materialise(fast: FactoredFast, layer: str, lam) -> Tensor:
     """``F_t`` of ``layer`` as ``(B, in, out)``: ``D_t·F_c + Λ ⊙ Σ_s a_{t,s} p_s ⊗ q_s``."""
-    base = fast.base[layer] if fast.base is not None else None
+    if layer in fast.dense:
+        return fast.dense[layer]
+    base = fast.base.get(layer) if fast.base is not None else None
     if fast.decay is not None and base is not None:
         base = fast.decay.view(-1, 1, 1) * base
     if fast.steps == 0 or layer not in fast.pre:
@@ -133,5 +138,5 @@ def fold(fast: FactoredFast, rates: Dict[str, Optional[Tensor]]) -> FactoredFast
     """Materialise the history into ``F_c`` and start a new chunk (same fast weights)."""
     if fast.steps == 0:
         return fast
-    base = {k: materialise(fast, k, rates[k]) for k in fast.pre}
-    return FactoredFast(base, None, None, {}, {}, fast.bias)
+    base = {k: materialise(fast, k, rates[k]) for k in fast.pre} or None
+    return FactoredFast(base, None, None, {}, {}, fast.bias, fast.dense)

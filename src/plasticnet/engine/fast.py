@@ -24,10 +24,14 @@ This engine computes the same numbers another way:
 - **fast weights in factored form** (:mod:`.factored`): the state keeps the
   episode's ``(pre, q)`` vectors and the coefficients ``a_{t,s}``; reads are
   GEMMs, and every ``chunk_size`` steps the history is folded into a
-  materialised ``F_c``. ``chunk_size = 32`` was chosen with ``plasticnet bench``:
-  up to ~30 steps the factored reads cost less than a materialised
-  ``(B, in, out)`` read per step (whose backward writes a ``(B, in, out)``
-  gradient per step); beyond, their cost grows with the history.
+  materialised ``F_c``. Measured (CPU time of a training step, sequence
+  reproduction T = 60, B = 64): chunk 8 / 16 / 32 / never — RNN Hebbian
+  1.91 / 1.77 / 1.85 / 2.22 s, LSTM gradient 3.88 / 3.69 / 3.47 / 3.90 s:
+  a flat optimum between 16 and 32, so ``chunk_size = 32`` (episodes of up
+  to 32 steps, like cue–reward, never fold). ``dense_size``: layers whose
+  ``in`` or ``out`` is at most this are kept materialised instead (the
+  reference's update); it gained ≤ 5 % in those runs and cost memory, so
+  the default is 0 (every layer factored).
 - **fallback**: ``weight_clip`` clamps every fast weight after every update,
   which no sum of rank-one terms can express, so with ``weight_clip`` set the
   fast weights are kept materialised as in the reference engine (still with
@@ -50,16 +54,17 @@ from ..layers import FastWeights
 from .factored import FactoredFast, factored_read, fold, materialise
 
 DEFAULT_CHUNK_SIZE = 32
+DEFAULT_DENSE_SIZE = 0
 
 
 class _Reader:
-    """A layer's factored fast weights seen by ``PlasticLinear``: ``read(x) = x F_t + f_t``."""
+    """A layer's fast weights seen by ``PlasticLinear``: ``read(x) = x F_t + f_t``, ``read_t(d) = F_t d``.
 
-    def __init__(self, fast: FactoredFast, layer: str, lam: Optional[Tensor]):
-        self.base = fast.base[layer] if fast.base is not None else None
-        self.decay, self.coef, self.lam = fast.decay, fast.coef, lam
-        self.pre, self.post = fast.pre.get(layer), fast.post.get(layer)
-        self.bias = fast.bias.get(layer)
+    ``F_t = D_t·base + Σ_s a_{t,s} Λ ⊙ (p_s ⊗ q_s)`` with any part absent (``None``).
+    """
+
+    def __init__(self, base, decay, coef, lam, P, Q, bias):
+        self.base, self.decay, self.coef, self.lam, self.P, self.Q, self.bias = base, decay, coef, lam, P, Q, bias
 
     def _base(self, y: Tensor) -> Tensor:
         return y if self.decay is None else self.decay.unsqueeze(-1) * y
@@ -68,8 +73,8 @@ class _Reader:
         y = 0
         if self.base is not None:
             y = self._base(torch.bmm(x.unsqueeze(1), self.base).squeeze(1))
-        if self.pre is not None:
-            y = y + factored_read(x, self.coef, self.lam, self.pre, self.post)
+        if self.P is not None:
+            y = y + factored_read(x, self.coef, self.lam, self.P, self.Q)
         if self.bias is not None:
             y = y + self.bias
         return y
@@ -78,13 +83,20 @@ class _Reader:
         y = 0
         if self.base is not None:
             y = self._base(torch.bmm(self.base, d.unsqueeze(-1)).squeeze(-1))
-        if self.pre is not None:
+        if self.P is not None:
             lam_t = None if self.lam is None else self.lam.t()
-            y = y + factored_read(d, self.coef, lam_t, self.post, self.pre)
+            y = y + factored_read(d, self.coef, lam_t, self.Q, self.P)
         return y
 
     def __bool__(self) -> bool:
-        return self.base is not None or self.pre is not None or self.bias is not None
+        return self.base is not None or self.P is not None or self.bias is not None
+
+
+def _reader(fast: FactoredFast, k: str, lam) -> _Reader:
+    if k in fast.dense:
+        return _Reader(fast.dense[k], None, None, None, None, None, fast.bias.get(k))
+    base = fast.base[k] if fast.base is not None else None
+    return _Reader(base, fast.decay, fast.coef, lam, fast.pre.get(k), fast.post.get(k), fast.bias.get(k))
 
 
 def layernorm_backward(h: Tensor, d: Tensor, ln: torch.nn.LayerNorm) -> Tensor:
@@ -131,17 +143,22 @@ class FastEngine:
 
     name = "fast"
 
-    def __init__(self, chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE):
+    def __init__(self, chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE, dense_size: int = DEFAULT_DENSE_SIZE):
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-        self.chunk_size = chunk_size
+        if not isinstance(dense_size, int) or dense_size < 0:
+            raise ValueError(f"dense_size must be a non-negative integer, got {dense_size!r}")
+        self.chunk_size, self.dense_size = chunk_size, dense_size
+
+    def _dense(self, layer) -> bool:
+        return min(layer.in_features, layer.out_features) <= self.dense_size
 
     # ------------------------------------------------------------------ state
     def zero_fast(self, net, batch_size, device, dtype):
         """Zero fast weights: an empty history (materialised zeros under ``weight_clip``)."""
         if net.weight_clip is not None:
             return {k: m.zero_fast(batch_size, device, dtype) for k, m in net.plastic_layers().items()}
-        return FactoredFast(None, None, None, {}, {}, {})
+        return FactoredFast(None, None, None, {}, {}, {}, {})
 
     def fast_weights(self, net, state) -> Dict[str, FastWeights]:
         """``{layer: FastWeights((B, in, out), (B, out) or None)}`` of ``state``."""
@@ -165,9 +182,11 @@ class FastEngine:
     def _factored(self, net, fast):
         if isinstance(fast, FactoredFast):
             return fast
-        base = {k: fw.w for k, fw in fast.items()}
+        layers = net.plastic_layers()
+        base = {k: fw.w for k, fw in fast.items() if not self._dense(layers[k])}
+        dense = {k: fw.w for k, fw in fast.items() if self._dense(layers[k])}
         bias = {k: fw.b for k, fw in fast.items() if fw.b is not None}
-        return FactoredFast(base, None, None, {}, {}, bias)
+        return FactoredFast(base or None, None, None, {}, {}, bias, dense)
 
     # ---------------------------------------------------------------- running
     def step(self, net, u, state, trace=None):
@@ -195,7 +214,7 @@ class FastEngine:
     def _step_factored(self, net, u, state, trace):
         fast = self._factored(net, state.fast)
         layers = net.plastic_layers()
-        readers = {k: _Reader(fast, k, m.lr_weight) for k, m in layers.items()}
+        readers = {k: _reader(fast, k, m.lr_weight) for k, m in layers.items()}
         readers = {k: r for k, r in readers.items() if r}
         v = net.dynamics(u, state.h, state.c, readers)
 
@@ -214,9 +233,14 @@ class FastEngine:
 
         coef = e.unsqueeze(1) if fast.coef is None else torch.cat([fast.coef * keep.unsqueeze(1), e.unsqueeze(1)], 1)
         decay = None if fast.base is None else (keep if fast.decay is None else fast.decay * keep)
-        pre, post, done = {}, {}, {}
-        for k in layers:
+        pre, post, done, dense = {}, {}, {}, {}
+        for k, layer in layers.items():
             p, q = factors[k]
+            if self._dense(layer):  # materialised update, as the reference engine makes it
+                term = e.view(-1, 1, 1) * (layer.rates()[0] * rules.hebbian_term(p, q))
+                old = fast.dense.get(k)
+                dense[k] = term if old is None else keep.view(-1, 1, 1) * old + term
+                continue
             pre[k] = _append(fast.pre.get(k), p)
             if id(q) not in done:  # h_fc and i_fc share q (post, or δ of the cell): one history
                 done[id(q)] = _append(fast.post.get(k), q)
@@ -227,9 +251,9 @@ class FastEngine:
                 _, lb = layer.rates()
                 term = e.unsqueeze(-1) * (lb * factors[k][1])
                 bias[k] = term if k not in bias else keep.unsqueeze(-1) * bias[k] + term
-        new = FactoredFast(fast.base, decay, coef, pre, post, bias)
+        new = FactoredFast(fast.base, decay, coef, pre, post, bias, dense)
         if self.chunk_size is not None and new.steps >= self.chunk_size:
-            new = fold(new, {k: layer.lr_weight for k, layer in layers.items()})
+            new = fold(new, {k: layers[k].lr_weight for k in pre})
         if trace is not None:
             net.record_trace(trace, m, s, self._materialised(net, new, v.h_next))
         return v.z[:, : net.output_size], net.make_state(v.h_next, v.c, new)
