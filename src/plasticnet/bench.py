@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 # name: (input size, output size, steps T) — SPEC §2
 TASKS = {
@@ -146,7 +147,9 @@ def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict
         if need > memory_fraction * avail:
             return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine,
                         error=f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB available")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1])  # the child imports this very copy of plasticnet
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path)
     cmd = [sys.executable, "-m", "plasticnet.bench", "--child", json.dumps(cfg.__dict__)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -179,7 +182,7 @@ def table(results) -> str:
         return None if r is None or "error" in r else r[key]
 
     def fmt(x, spec):
-        return format(x, spec) if x is not None else "-"
+        return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]))
 
     def ratio(a, b):
         return a / b if a is not None and b is not None and b > 0 else None
