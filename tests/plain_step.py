@@ -96,6 +96,6 @@ def random_state(net, B, scale=0.3, seed=0):
 
     fast = None
     if st.fast is not None:
-        fast = {k: type(v)(rnd(v.w), rnd(v.b)) for k, v in st.fast.items()}
+        fast = {k: type(v)(rnd(v.w), rnd(v.b)) for k, v in net.fast_weights(st).items()}
     h = rnd(st.h).abs() if net.cell_type == "rnn" else rnd(st.h)
     return type(st)(h, rnd(st.c), fast)

@@ -28,8 +28,9 @@ def test_sample_alone_equals_sample_in_batch_of_64(rule, cell):
         out_alone, state_alone = net(inputs[n:n + 1])
         torch.testing.assert_close(out_alone[0], out_batch[n], atol=1e-12, rtol=0)
         if state_alone.fast is not None:
-            for k in state_alone.fast:
-                torch.testing.assert_close(state_alone.fast[k].w[0], state_batch.fast[k].w[n], atol=1e-12, rtol=0)
+            alone, batch = net.fast_weights(state_alone), net.fast_weights(state_batch)
+            for k in alone:
+                torch.testing.assert_close(alone[k].w[0], batch[k].w[n], atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("rule,cell", GRID)
@@ -64,20 +65,33 @@ def test_step_by_step_equals_forward_and_no_state_on_module(rule, cell):
     assert (state.fast is None) == (rule == "none")
 
 
+class _WithFastWeights(torch.nn.Module):
+    """``x → (outputs, materialised final fast weights)`` of ``net`` (for functional_call)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out, state = self.net(x)
+        fast = self.net.fast_weights(state)
+        return (out,) + (tuple(fw.w for fw in fast.values()) if fast is not None else ())
+
+
 @pytest.mark.parametrize("rule,cell", GRID)
-def test_gradcheck_outer_gradients(rule, cell):
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_gradcheck_outer_gradients(rule, cell, engine):
     """Finite differences in float64 on a tiny network, w.r.t. inputs and every parameter."""
     torch.manual_seed(0)
     net = PlasticRNN(3, 3, 2, rule=rule, cell=cell, extra_dim=1, inner_lr=0.5,
-                     inner_loss_scale=1.0).double()
-    names = [n for n, _ in net.named_parameters()]
+                     inner_loss_scale=1.0, engine=engine).double()
+    wrapped = _WithFastWeights(net)
+    names = [n for n, _ in wrapped.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_() for p in net.parameters())
     inputs = torch.rand(2, 3, 3, dtype=torch.float64, requires_grad=True)
 
     def f(x, *ps):
-        out, state = functional_call(net, dict(zip(names, ps)), (x,))
-        extra = [fw.w for fw in state.fast.values()] if state.fast is not None else []
-        return (out,) + tuple(extra)
+        return functional_call(wrapped, dict(zip(names, ps)), (x,))
 
     assert torch.autograd.gradcheck(f, (inputs,) + params, eps=1e-6, atol=1e-6)
 
@@ -88,7 +102,8 @@ def test_gradient_rule_in_no_grad_evaluation():
     out, state = net(inputs)
     with torch.no_grad():
         out_eval, state_eval = net(inputs)
-    assert not out_eval.requires_grad and not state_eval.fast["h_fc"].w.requires_grad
+    assert not out_eval.requires_grad
+    assert not any(t.requires_grad for t in torch.utils._pytree.tree_leaves(state_eval) if t is not None)
     torch.testing.assert_close(out_eval, out.detach(), atol=1e-14, rtol=0)
 
 
@@ -110,7 +125,7 @@ def test_float32_and_parameter_counts():
     net = PlasticRNN(16, 128, 1, cell="lstm", rule="gradient")
     out, state = net(torch.rand(4, 5, 16))
     assert out.dtype == torch.float32 and out.shape == (4, 5, 1)
-    assert state.fast["h_fc"].w.shape == (4, 128, 512)
+    assert net.fast_weights(state)["h_fc"].w.shape == (4, 128, 512)
     assert net.out_fc.weight.shape == (128, 1 + 4 + 1)
     assert PlasticRNN(16, 128, 1, rule="none").out_fc.weight.shape == (128, 1)
 

@@ -1,7 +1,7 @@
 """Our network is the paper's network: every case of ../shared/reference/d23_vectors.pt.
 
 Each case loads the slow parameters the public reference code used into a
-float64 PlasticRNN, runs its input and compares outputs, final fast weights
+float64 PlasticRNN (each engine), runs its input and compares outputs, final fast weights
 and the gradients of sum(outputs²) with what the reference computed.
 """
 
@@ -24,9 +24,10 @@ def _case(reference, cid):
 
 
 @pytest.mark.parametrize("cid", case_ids())
-def test_reference_case(reference, cid):
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_reference_case(reference, cid, engine):
     cfg, vectors = _case(reference, cid)
-    net, inputs, theirs = load_case(cfg, vectors)
+    net, inputs, theirs = load_case(cfg, vectors, engine=engine)
     out, state = net(inputs)
 
     # outputs at every step
@@ -38,7 +39,7 @@ def test_reference_case(reference, cid):
     assert (state.fast is None) == (not fast_keys)
     for key in fast_keys:
         layer, part = key[len(prefix):].rsplit(".", 1)
-        ours = getattr(state.fast[FAST_NAMES[layer]], part)
+        ours = getattr(net.fast_weights(state)[FAST_NAMES[layer]], part)
         if ours is None:  # Hebbian biases: never changed, zero in the reference too
             assert vectors[key].abs().max() == 0
         else:

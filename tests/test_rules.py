@@ -32,14 +32,16 @@ OPTIONS = [
 
 
 def make(rule, cell, seed=0, **kw):
+    """A float64 network with the default engine (the fast engine; ``engine=`` to choose)."""
     torch.manual_seed(seed)
     return PlasticRNN(5, 6, 2, rule=rule, cell=cell, inner_loss_scale=0.5, **kw).double()
 
 
 @pytest.mark.parametrize("rule,cell,opts", [(r, c, o) for r, c in itertools.product(
     ("hebbian", "gradient"), ("rnn", "lstm")) for o in OPTIONS] + [("none", c, {}) for c in ("rnn", "lstm")])
-def test_step_matches_plain_implementation(rule, cell, opts):
-    net = make(rule, cell, **opts)
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_step_matches_plain_implementation(rule, cell, opts, engine):
+    net = make(rule, cell, engine=engine, **opts)
     B = 3
     state = random_state(net, B)
     in_size = net.input_size
@@ -55,11 +57,11 @@ def test_step_matches_plain_implementation(rule, cell, opts):
         return
     for n in range(B):
         for k, (w, b) in ref_fast[n].items():
-            torch.testing.assert_close(new_state.fast[k].w[n], w, **TOL)
+            torch.testing.assert_close(net.fast_weights(new_state)[k].w[n], w, **TOL)
             if b is None:
-                assert new_state.fast[k].b is None
+                assert net.fast_weights(new_state)[k].b is None
             else:
-                torch.testing.assert_close(new_state.fast[k].b[n], b, **TOL)
+                torch.testing.assert_close(net.fast_weights(new_state)[k].b[n], b, **TOL)
 
 
 def test_hebbian_term_is_outer_product():
@@ -101,9 +103,9 @@ def test_gradient_rule_equals_gradient_of_internal_loss():
         for k, layer in net.plastic_layers().items():
             lw, lb = layer.rates()
             expected_w = (1 - 0.1 * m) * state.fast[k].w[n] + 0.1 * m * lw * Gs[n][k][0]
-            torch.testing.assert_close(new_state.fast[k].w[n], expected_w, **TOL)
+            torch.testing.assert_close(net.fast_weights(new_state)[k].w[n], expected_w, **TOL)
             expected_b = (1 - 0.1 * m) * state.fast[k].b[n] + 0.1 * m * lb * Gs[n][k][1]
-            torch.testing.assert_close(new_state.fast[k].b[n], expected_b, **TOL)
+            torch.testing.assert_close(net.fast_weights(new_state)[k].b[n], expected_b, **TOL)
 
 
 def test_clip_limits_update_norm():
@@ -114,7 +116,7 @@ def test_clip_limits_update_norm():
         state = random_state(net, 2)
         u = torch.rand(2, 5, dtype=torch.float64)
         _, new_state, trace = net(u.unsqueeze(1), state, return_trace=True)
-        deltas = [new_state.fast[k].w - state.fast[k].w for k in state.fast]
+        deltas = [net.fast_weights(new_state)[k].w - state.fast[k].w for k in state.fast]
         norm = rules.update_norm(deltas)
         *_, Gs = plain_step(net, u, state)
         g_norm = torch.tensor([rules.update_norm([g[k][0].unsqueeze(0) for k in g]).item() for g in Gs],
@@ -133,15 +135,16 @@ def test_decay_and_modulation_scale_fast_weights():
     z = net.dynamics(u, state.h, state.c, state.fast).z
     m = 2 * torch.sigmoid(z[:, -1])
     assert not torch.allclose(m, torch.ones_like(m))
+    new = net.fast_weights(new_state)
     for k in state.fast:
-        torch.testing.assert_close(new_state.fast[k].w, (1 - 0.25 * m).view(-1, 1, 1) * state.fast[k].w, **TOL)
-        torch.testing.assert_close(new_state.fast[k].b, (1 - 0.25 * m).view(-1, 1) * state.fast[k].b, **TOL)
+        torch.testing.assert_close(new[k].w, (1 - 0.25 * m).view(-1, 1, 1) * state.fast[k].w, **TOL)
+        torch.testing.assert_close(new[k].b, (1 - 0.25 * m).view(-1, 1) * state.fast[k].b, **TOL)
     # without modulation m = 1
     net = make("gradient", "rnn", inner_lr=0.0, inner_decay=0.25, modulation=False)
     state = random_state(net, 2)
     new_state = net.step(u, state)[1]
     for k in state.fast:
-        torch.testing.assert_close(new_state.fast[k].w, 0.75 * state.fast[k].w, **TOL)
+        torch.testing.assert_close(net.fast_weights(new_state)[k].w, 0.75 * state.fast[k].w, **TOL)
 
 
 @pytest.mark.parametrize("mode", ["random", "uniform", "neg_uniform", "none"])
@@ -166,16 +169,16 @@ def test_connection_wise_rates(mode):
     with torch.no_grad():
         net.cell.h_fc.lr_weight[0, 0] = 0.0
     out, state = net(torch.rand(2, 4, 5, dtype=torch.float64))
-    assert torch.all(state.fast["h_fc"].w[:, 0, 0] == 0)
-    assert torch.all(state.fast["h_fc"].w[:, 1, 1] != 0)
+    assert torch.all(net.fast_weights(state)["h_fc"].w[:, 0, 0] == 0)
+    assert torch.all(net.fast_weights(state)["h_fc"].w[:, 1, 1] != 0)
 
 
 def test_weight_clip_bounds_fast_weights():
     net = make("gradient", "rnn", weight_clip=0.01, inner_lr=5.0, inner_clip=100.0)
     _, state = net(torch.rand(2, 6, 5, dtype=torch.float64))
-    for fw in state.fast.values():
+    for fw in net.fast_weights(state).values():
         assert fw.w.abs().max() <= 0.01 + 1e-15 and fw.b.abs().max() <= 0.01 + 1e-15
-    assert max(fw.w.abs().max().item() for fw in state.fast.values()) == pytest.approx(0.01)
+    assert max(fw.w.abs().max().item() for fw in net.fast_weights(state).values()) == pytest.approx(0.01)
 
 
 def test_clip_scale_finite_at_zero_norm():

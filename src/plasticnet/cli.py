@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "plasticnet.train",
     "plasticnet.demo",
+    "plasticnet.bench",
 ]
 
 
