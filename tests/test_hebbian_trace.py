@@ -23,9 +23,9 @@ def _outer(x, y):
 @pytest.mark.parametrize("rule", TRACE_RULES)
 def test_trace_update_equations(rule):
     g = torch.Generator().manual_seed(0)
-    B, I, O = 2, 3, 4
-    hebb, elig = torch.randn(B, I, O, generator=g), torch.randn(B, I, O, generator=g)
-    x, y, m = torch.randn(B, I, generator=g), torch.randn(B, O, generator=g), torch.randn(B, O, generator=g)
+    B, n_in, n_out = 2, 3, 4
+    hebb, elig = torch.randn(B, n_in, n_out, generator=g), torch.randn(B, n_in, n_out, generator=g)
+    x, y, m = torch.randn(B, n_in, generator=g), torch.randn(B, n_out, generator=g), torch.randn(B, n_out, generator=g)
     rate = 0.3
     new_h, new_e = trace_update(rule, hebb, elig, x, y, rate, m, clip=None)
     if rule in ("trace", "trace-learned"):
@@ -33,8 +33,8 @@ def test_trace_update_equations(rule):
     elif rule == "oja":  # Hebb_ki += η y_i (x_k − y_i Hebb_ki)
         want = torch.empty_like(hebb)
         for b in range(B):
-            for k in range(I):
-                for i in range(O):
+            for k in range(n_in):
+                for i in range(n_out):
                     want[b, k, i] = hebb[b, k, i] + rate * y[b, i] * (x[b, k] - y[b, i] * hebb[b, k, i])
     elif rule == "neuromod":  # one M per post-synaptic neuron
         want = hebb + m.unsqueeze(1) * _outer(x, y)
@@ -74,14 +74,14 @@ def test_shapes_state_and_backward(rule, net):
     torch.manual_seed(0)
     B, T = 3, 5
     if net == "layer":
-        model, I, O = TraceLinear(4, 6, rule=rule), 4, 6
+        model, n_in, n_out = TraceLinear(4, 6, rule=rule), 4, 6
     elif net == "two-layer":
-        model, I, O = TwoLayerTraceNet(4, 3, 2, rule=rule), 4, 2
+        model, n_in, n_out = TwoLayerTraceNet(4, 3, 2, rule=rule), 4, 2
     else:
-        model, I, O = RecurrentTraceNet(5, rule=rule), 5, 5
-    x = torch.randn(B, T, I)
+        model, n_in, n_out = RecurrentTraceNet(5, rule=rule), 5, 5
+    x = torch.randn(B, T, n_in)
     out, state = model(x)
-    assert out.shape == (B, T, O)
+    assert out.shape == (B, T, n_out)
     assert isinstance(state, RecurrentTraceState if net == "recurrent" else TraceState)
     if rule == "none":
         assert state.hebb is None
@@ -169,10 +169,11 @@ def recursive_gradients(x, W, alpha, b, gamma, C):
       ∂y_ti/∂θ    = (1 − y_ti²) ∂r_ti/∂θ
 
     (a post-synaptic neuron's output depends only on its own column of
-    parameters). One sample: ``x (T, I)``, ``C (T, O)``.
+    parameters). One sample: ``x (T, n_in)``, ``C (T, n_out)``.
     """
-    T, I = x.shape
+    T, n_in = x.shape
     hebb = torch.zeros_like(W)
+    zW, zB = torch.zeros(n_in, *W.shape, dtype=W.dtype), torch.zeros(n_in, *b.shape, dtype=W.dtype)
     xs, dW, dA, dB = [], [], [], []
     gW, gA, gB = torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b)
     for t in range(T):
@@ -180,9 +181,9 @@ def recursive_gradients(x, W, alpha, b, gamma, C):
         y = torch.tanh(xt @ (W + alpha * hebb) + b)
         c = [gamma * (1 - gamma) ** (t - 1 - u) for u in range(t)]
         # Σ_u c_tu x_ul ∂y_ui/∂θ_ki, shape (l, k, i)
-        sW = sum((c[u] * xs[u][:, None, None] * dW[u][None] for u in range(t)), torch.zeros(I, *W.shape, dtype=W.dtype))
-        sA = sum((c[u] * xs[u][:, None, None] * dA[u][None] for u in range(t)), torch.zeros(I, *W.shape, dtype=W.dtype))
-        sB = sum((c[u] * xs[u][:, None] * dB[u][None] for u in range(t)), torch.zeros(I, *b.shape, dtype=W.dtype))
+        sW = sum((c[u] * xs[u][:, None, None] * dW[u][None] for u in range(t)), zW)
+        sA = sum((c[u] * xs[u][:, None, None] * dA[u][None] for u in range(t)), zW)
+        sB = sum((c[u] * xs[u][:, None] * dB[u][None] for u in range(t)), zB)
         drW = xt[:, None] + torch.einsum("li,l,lki->ki", alpha, xt, sW)
         drA = xt[:, None] * hebb + torch.einsum("li,l,lki->ki", alpha, xt, sA)
         drB = 1 + torch.einsum("li,l,li->i", alpha, xt, sB)

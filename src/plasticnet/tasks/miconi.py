@@ -75,7 +75,7 @@ class PatternCompletion(Task):
         l1: float = 0.0           # L1 penalty on W and α (the code's WPEN, applied via the loss)
 
     model_defaults = {"gamma": 0.5, "alpha_constraint": "none", "clip": None, "init_std": 0.1}
-    train_defaults = {"batches": 1000, "batch_size": 32, "optimizer": "adam", "lr": 1e-2,
+    train_defaults = {"rule": "trace", "batches": 1000, "batch_size": 32, "optimizer": "adam", "lr": 0.1,
                       "grad_clip": 10.0, "val_every": 100, "val_batches": 20}
 
     def __init__(self, options=None, **kwargs):
@@ -148,8 +148,9 @@ class _LabelTask(Task):
 
     model_defaults = {"hidden_size": 2, "gamma": 0.02, "alpha_constraint": "none", "clip": None,
                       "init_std": 0.1}
-    train_defaults = {"batches": 1500, "batch_size": 32, "optimizer": "adam", "lr": 1e-2,
-                      "grad_clip": 10.0, "val_every": 100, "val_batches": 20}
+    train_defaults = {"rule": "trace", "batches": 3000, "batch_size": 32, "optimizer": "adam", "lr": 0.03,
+                      "lr_schedule": "cosine", "lr_min": 3e-4, "grad_clip": 10.0, "val_every": 200,
+                      "val_batches": 20}
 
     def __init__(self, options=None, **kwargs):
         super().__init__(options, **kwargs)
@@ -269,8 +270,8 @@ class PatternMemorisation(Task):
 
     model_defaults = {"gamma": 0.01, "alpha_constraint": "none", "clip": None, "init_std": 0.01,
                       "plastic_self": False}
-    train_defaults = {"batches": 1000, "batch_size": 16, "optimizer": "adam", "lr": 3e-4,
-                      "val_every": 100, "val_batches": 10}
+    train_defaults = {"rule": "trace-learned", "batches": 1000, "batch_size": 16, "optimizer": "adam",
+                      "lr": 1e-3, "val_every": 100, "val_batches": 10}
 
     def __init__(self, options=None, **kwargs):
         super().__init__(options, **kwargs)
