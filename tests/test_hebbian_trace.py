@@ -215,3 +215,15 @@ def test_autograd_matches_m16_recursive_gradients(gamma):
     torch.testing.assert_close(layer.bias.grad, want[2], rtol=1e-10, atol=1e-12)
     # the plastic part matters: the α gradient is not the trivial first term alone
     assert layer.alpha.grad.abs().sum() > 1e-3
+
+
+def test_readme_example_runs():
+    """The README's example of the Hebbian-trace section runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Hebbian-trace networks (Miconi)", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["y"].shape == (4, 2, 8) and scope["state"].h.shape == (4, 51)
