@@ -13,8 +13,11 @@ Models are the networks of :mod:`plasticnet.hebbian_trace`; ``--rule`` is
 one of its :data:`~plasticnet.hebbian_trace.RULES` (``trace``,
 ``trace-learned``, ``oja``, ``neuromod``, ``neuromod-retro``, ``none``).
 The published code trained one episode per step (batch 1) with a clipped
-RMSprop-like rule; here the trainer's Adam on small batches is used (see each
-task's ``train_defaults``), which reaches the same errors in far fewer steps.
+RMSprop-like rule for 5,000–10,000 episodes; the defaults here are the
+trainer's Adam on batches of 32 (16 for memorisation) episodes, see each
+task's ``train_defaults``: CPU runs of seconds to minutes (README, "Hebbian-
+trace networks (Miconi)", for the errors they reach). The model ignores the
+trainer's ``cell`` option.
 """
 
 from __future__ import annotations
@@ -143,7 +146,9 @@ class _LabelTask(Task):
     label ``10`` = class 0 and B (odd steps) ``01`` = class 1. The label is
     shown only at the learning steps, which the loss and error skip.
     Loss: cross-entropy over the other steps. ``error``: its mean (the
-    paper's error; chance = ln 2 ≈ 0.69); ``accuracy``: argmax correct.
+    paper's error; chance = ln 2 ≈ 0.69; the 2016 code averaged over all
+    steps after the first two, so its reversal error counts the two zeroed
+    label steps 10–11 too: ours is 18/16 of it); ``accuracy``: argmax correct.
     """
 
     model_defaults = {"hidden_size": 2, "gamma": 0.02, "alpha_constraint": "none", "clip": None,
