@@ -191,7 +191,7 @@ def test_cli_train_reversal_nonneg(tmp_path):
     ("one-shot-patterns", {"alpha_constraint": "nonneg"}, 0.1, None),
     ("reversal", {"alpha_constraint": "nonneg"}, None, 0.3),         # α ≥ 0 prevents reversal
     ("pattern-memorisation", {}, 0.05, None),                        # 50 bits; none: ≈ 0.2
-])
+], ids=["completion", "one-shot", "reversal", "one-shot-nonneg", "reversal-nonneg", "memorisation"])
 def test_full_run(tmp_path, task, extra, below, above):
     train = pytest.importorskip("plasticnet.train")
     summary = train.train_run({"task": task, "seed": 0, **extra}, tmp_path / "run", progress=False)
