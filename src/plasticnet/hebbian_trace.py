@@ -1,0 +1,297 @@
+"""Hebbian-trace plastic networks of Miconi et al. (SPEC §3 and §4).
+
+[M16] Miconi, *Learning to learn with backpropagation of Hebbian plasticity*
+(arXiv 1609.02228); [M18] Miconi, Clune, Stanley, *Differentiable
+plasticity* (ICML 2018); [M19] Miconi et al., *Backpropamine* (ICLR 2019).
+
+Every plastic connection ``k → i`` has a baseline weight ``W_ki``, a
+plasticity coefficient ``α_ki`` (trained, may be negative) and a Hebbian
+trace ``Hebb_ki`` that is zero at the start of each episode. One step, per
+sample, with ``x`` the layer's input and ``y`` its output::
+
+    y_t    = tanh( x_t @ (W + α ⊙ Hebb_{t−1}) + b [+ drive_t] )
+    Hebb_t = rule(Hebb_{t−1}, x_t, y_t)
+
+The output reads the trace of the *previous* steps and the trace is updated
+after the output (as in the published code of all three papers: the [M16]
+gradients sum over ``t_u < t_z``). ``rule`` (:func:`trace_update`):
+
+- ``trace``          ``Hebb ← (1 − γ)·Hebb + γ·x⊗y``, fixed γ   ([M16]; ALPHATRACE = 1 − γ)
+- ``trace-learned``  the same with γ trained (a scalar, [M18] ``eta``)
+- ``oja``            ``Hebb ← Hebb + η·y·(x − y·Hebb)``, η trained ([M18] Omniglot)
+- ``neuromod``       ``Hebb ← clip(Hebb + M_t·x⊗y)``                ([M19] simple)
+- ``neuromod-retro`` ``Hebb ← clip(Hebb + M_t·E)``, then
+                     ``E ← (1 − η)·E + η·x⊗y``, η trained          ([M19] retroactive)
+- ``none``           no plasticity: ``y = tanh(x @ W + b)``.
+
+The modulation is produced by the network from its own output:
+``M_t = fanout(tanh(mod_fc(y_t)))``, one value per post-synaptic neuron
+(``mod_fc: out → 1``, ``fanout: 1 → out``, as in the [M19] code). Optional
+``clip`` clamps the trace to ``[−clip, clip]`` after each update (default:
+off for the trace rules, 2 for the neuromodulated ones, as in [M19]).
+
+``alpha_constraint="nonneg"`` uses ``|α|`` in place of ``α`` (the [M16]
+reversal ablation: non-negative plasticity coefficients).
+
+Three networks share one layer, :class:`TraceLinear`:
+
+- :class:`TraceLinear` alone: a feed-forward plastic layer (pattern completion);
+- :class:`TwoLayerTraceNet`: input → plastic hidden (tanh) → linear logits
+  (softmax in the loss); only input→hidden is plastic (one-shot, reversal);
+- :class:`RecurrentTraceNet`: a fully recurrent plastic network whose external
+  input is added to the neurons' drive ([M18] binary pattern memorisation).
+
+All are batched, keep their state in named tuples and store nothing between
+calls: ``forward(inputs (B, T, I), state=None) → (outputs (B, T, O), state)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .layers import check_choice, check_positive_int
+
+TRACE_RULES = ("trace", "trace-learned", "oja", "neuromod", "neuromod-retro")
+RULES = ("none",) + TRACE_RULES
+ALPHA_CONSTRAINTS = ("none", "nonneg")
+NEUROMOD_RULES = ("neuromod", "neuromod-retro")
+NEUROMOD_CLIP = 2.0  # [M19] code's clip of the neuromodulated trace
+
+
+class TraceState(NamedTuple):
+    """State of a :class:`TraceLinear` (a pytree).
+
+    hebb: ``(B, in, out)`` Hebbian trace, ``None`` for ``rule="none"``;
+    elig: ``(B, in, out)`` eligibility trace of ``neuromod-retro``, else ``None``.
+    """
+
+    hebb: Optional[Tensor]
+    elig: Optional[Tensor]
+
+
+class RecurrentTraceState(NamedTuple):
+    """State of a :class:`RecurrentTraceNet`: ``h (B, N)`` plus the traces."""
+
+    h: Tensor
+    hebb: Optional[Tensor]
+    elig: Optional[Tensor]
+
+
+def trace_update(rule: str, hebb: Tensor, elig: Optional[Tensor], pre: Tensor, post: Tensor,
+                 rate=None, m: Optional[Tensor] = None, clip: Optional[float] = None
+                 ) -> Tuple[Tensor, Optional[Tensor]]:
+    """One step of a trace rule (see the module docstring): ``→ (hebb, elig)``.
+
+    Shapes: ``hebb, elig (B, in, out)``, ``pre (B, in)``, ``post (B, out)``,
+    ``m (B, out)`` the modulation (neuromodulated rules), ``rate`` γ or η
+    (a float or a 0-d tensor).
+    """
+    x, y = pre.unsqueeze(2), post.unsqueeze(1)  # (B, in, 1), (B, 1, out)
+    if rule in ("trace", "trace-learned"):
+        hebb = (1 - rate) * hebb + rate * (x * y)
+    elif rule == "oja":
+        hebb = hebb + rate * y * (x - y * hebb)
+    elif rule == "neuromod":
+        hebb = hebb + m.unsqueeze(1) * (x * y)
+    elif rule == "neuromod-retro":
+        hebb = hebb + m.unsqueeze(1) * elig
+        elig = (1 - rate) * elig + rate * (x * y)
+    else:
+        raise ValueError(f"unknown trace rule {rule!r}; allowed: {', '.join(map(repr, TRACE_RULES))}")
+    if clip is not None:
+        hebb = hebb.clamp(-clip, clip)
+    return hebb, elig
+
+
+class TraceLinear(nn.Module):
+    """Plastic layer ``y = tanh(x @ (W + α ⊙ Hebb) + b)`` with a Hebbian trace.
+
+    Args:
+        in_features, out_features: sizes of ``x`` and ``y``.
+        rule: one of :data:`RULES` (``"trace"``).
+        gamma: γ of ``trace`` (fixed), initial γ/η of the trained-rate rules (0.02).
+        alpha_constraint: ``"none"`` or ``"nonneg"`` (``|α|`` is used).
+        clip: clamp the trace to ±clip after each update; ``None`` = the
+            rule's default (off, 2 for the neuromodulated rules); ``0`` = off.
+        init_std: ``W, α, b ~ N(0, init_std²)`` (0.1 as in [M16]).
+        bias: whether the layer has ``b``.
+        alpha_mask: optional ``(in, out)`` 0/1 tensor, the connections that
+            may be plastic (e.g. no plastic self-connections).
+
+    Shapes: ``step(x (B, in), state) → (y (B, out), state)``;
+    ``forward(inputs (B, T, in), state) → (outputs (B, T, out), state)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rule: str = "trace", gamma: float = 0.02,
+                 alpha_constraint: str = "none", clip: Optional[float] = None, init_std: float = 0.1,
+                 bias: bool = True, alpha_mask: Optional[Tensor] = None):
+        super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_choice("rule", rule, RULES)
+        check_choice("alpha_constraint", alpha_constraint, ALPHA_CONSTRAINTS)
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        if clip is not None and clip < 0:
+            raise ValueError(f"clip must be >= 0 or None, got {clip!r}")
+        self.in_features, self.out_features, self.rule = in_features, out_features, rule
+        self.alpha_constraint = alpha_constraint
+        if clip is None:
+            clip = NEUROMOD_CLIP if rule in NEUROMOD_RULES else 0.0
+        self.clip = float(clip) if clip else None
+        self.weight = nn.Parameter(init_std * torch.randn(in_features, out_features))
+        self.bias = nn.Parameter(init_std * torch.randn(out_features)) if bias else None
+        plastic = rule != "none"
+        self.alpha = nn.Parameter(init_std * torch.randn(in_features, out_features)) if plastic else None
+        if alpha_mask is not None:
+            if tuple(alpha_mask.shape) != (in_features, out_features):
+                raise ValueError(f"alpha_mask must have shape ({in_features}, {out_features}), "
+                                 f"got {tuple(alpha_mask.shape)}")
+            self.register_buffer("alpha_mask", alpha_mask.to(torch.get_default_dtype()))
+        else:
+            self.alpha_mask = None
+        # γ of "trace" is a constant; the other rate-based rules train it
+        self.gamma = float(gamma)
+        self.rate = nn.Parameter(torch.tensor(float(gamma))) if rule in ("trace-learned", "oja",
+                                                                      "neuromod-retro") else None
+        if rule in NEUROMOD_RULES:
+            self.mod_fc = nn.Linear(out_features, 1)    # y_t → modulator
+            self.fanout = nn.Linear(1, out_features)    # modulator → one M per post neuron
+        else:
+            self.mod_fc = self.fanout = None
+
+    @property
+    def plastic(self) -> bool:
+        return self.rule != "none"
+
+    def effective_alpha(self) -> Optional[Tensor]:
+        """``α`` as used in the forward pass (``|α|`` under ``nonneg``, masked)."""
+        if self.alpha is None:
+            return None
+        a = self.alpha.abs() if self.alpha_constraint == "nonneg" else self.alpha
+        return a if self.alpha_mask is None else a * self.alpha_mask
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> TraceState:
+        """Zero traces at the start of an episode."""
+        check_positive_int("batch_size", batch_size)
+        if not self.plastic:
+            return TraceState(None, None)
+        shape = (batch_size, self.in_features, self.out_features)
+        z = torch.zeros(shape, device=device or self.weight.device, dtype=dtype or self.weight.dtype)
+        return TraceState(z, torch.zeros_like(z) if self.rule == "neuromod-retro" else None)
+
+    def modulation(self, y: Tensor) -> Tensor:
+        """``M_t = fanout(tanh(mod_fc(y_t)))``: ``(B, out) → (B, out)``."""
+        return self.fanout(torch.tanh(self.mod_fc(y)))
+
+    def step(self, x: Tensor, state: TraceState, drive: Optional[Tensor] = None,
+             alpha: Optional[Tensor] = None) -> Tuple[Tensor, TraceState]:
+        """One step: ``x (B, in)`` → ``(y (B, out), state)``; ``drive (B, out)``
+        is added before the tanh (a recurrent net's external input)."""
+        r = x @ self.weight
+        if self.bias is not None:
+            r = r + self.bias
+        if drive is not None:
+            r = r + drive
+        if not self.plastic:
+            return torch.tanh(r), state
+        alpha = self.effective_alpha() if alpha is None else alpha
+        r = r + torch.bmm(x.unsqueeze(1), alpha * state.hebb).squeeze(1)  # x @ (α ⊙ Hebb), per sample
+        y = torch.tanh(r)
+        rate = self.gamma if self.rate is None else self.rate
+        m = self.modulation(y) if self.mod_fc is not None else None
+        hebb, elig = trace_update(self.rule, state.hebb, state.elig, x, y, rate, m, self.clip)
+        return y, TraceState(hebb, elig)
+
+    def forward(self, inputs: Tensor, state: Optional[TraceState] = None) -> Tuple[Tensor, TraceState]:
+        """Run a sequence ``inputs (B, T, in)`` → ``(outputs (B, T, out), final state)``."""
+        _check_inputs(inputs, self.in_features)
+        if state is None:
+            state = self.initial_state(inputs.shape[0], inputs.device, inputs.dtype)
+        alpha = self.effective_alpha()
+        ys = []
+        for t in range(inputs.shape[1]):
+            y, state = self.step(inputs[:, t], state, alpha=alpha)
+            ys.append(y)
+        return torch.stack(ys, dim=1), state
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, rule={self.rule!r}, gamma={self.gamma}, "
+                f"alpha_constraint={self.alpha_constraint!r}, clip={self.clip}")
+
+
+class TwoLayerTraceNet(nn.Module):
+    """Input → plastic hidden (tanh) → linear output logits ([M16] one-shot, reversal).
+
+    Only the input→hidden connections are plastic (a :class:`TraceLinear`);
+    the output layer is an ordinary linear map, softmax is left to the loss.
+    Keyword arguments other than the sizes go to the :class:`TraceLinear`.
+
+    Shapes: ``forward(inputs (B, T, I), state) → (logits (B, T, O), TraceState)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, **layer_kwargs):
+        super().__init__()
+        check_positive_int("output_size", output_size)
+        self.hidden = TraceLinear(input_size, hidden_size, **layer_kwargs)
+        self.out = nn.Linear(hidden_size, output_size)
+        std = layer_kwargs.get("init_std", 0.1)
+        nn.init.normal_(self.out.weight, std=std)
+        nn.init.normal_(self.out.bias, std=std)
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> TraceState:
+        return self.hidden.initial_state(batch_size, device, dtype)
+
+    def forward(self, inputs: Tensor, state: Optional[TraceState] = None) -> Tuple[Tensor, TraceState]:
+        h, state = self.hidden(inputs, state)
+        return self.out(h), state
+
+
+class RecurrentTraceNet(nn.Module):
+    """Fully recurrent plastic network ([M18] binary pattern memorisation)::
+
+        h_t = tanh( h_{t−1} @ (W + α ⊙ Hebb_{t−1}) + b + u_t ),   Hebb_t = rule(Hebb_{t−1}, h_{t−1}, h_t)
+
+    The external input ``u_t`` is added to the neurons' drive (no input
+    weights), so the input size equals the number of neurons ``size``.
+
+    Args: ``size``, ``plastic_self`` (False: no plastic self-connections, as
+    in the [M18] code), ``init_std`` (0.01 as in [M18]), and the
+    :class:`TraceLinear` keyword arguments (``rule``, ``gamma``, ``clip``, ...).
+
+    Shapes: ``forward(inputs (B, T, N), state) → (h (B, T, N), RecurrentTraceState)``.
+    """
+
+    def __init__(self, size: int, *, plastic_self: bool = False, init_std: float = 0.01, **layer_kwargs):
+        super().__init__()
+        check_positive_int("size", size)
+        self.size = size
+        mask = None if plastic_self else 1.0 - torch.eye(size)
+        self.layer = TraceLinear(size, size, init_std=init_std, alpha_mask=mask, **layer_kwargs)
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> RecurrentTraceState:
+        ts = self.layer.initial_state(batch_size, device, dtype)
+        w = self.layer.weight
+        h = torch.zeros(batch_size, self.size, device=device or w.device, dtype=dtype or w.dtype)
+        return RecurrentTraceState(h, ts.hebb, ts.elig)
+
+    def forward(self, inputs: Tensor, state: Optional[RecurrentTraceState] = None
+                ) -> Tuple[Tensor, RecurrentTraceState]:
+        _check_inputs(inputs, self.size)
+        if state is None:
+            state = self.initial_state(inputs.shape[0], inputs.device, inputs.dtype)
+        h, ts = state.h, TraceState(state.hebb, state.elig)
+        alpha = self.layer.effective_alpha()
+        hs = []
+        for t in range(inputs.shape[1]):
+            h, ts = self.layer.step(h, ts, drive=inputs[:, t], alpha=alpha)
+            hs.append(h)
+        return torch.stack(hs, dim=1), RecurrentTraceState(h, ts.hebb, ts.elig)
+
+
+def _check_inputs(inputs: Tensor, size: int) -> None:
+    if inputs.dim() != 3 or inputs.shape[-1] != size:
+        raise ValueError(f"inputs must have shape (B, T, {size}), got {tuple(inputs.shape)}")
