@@ -15,6 +15,9 @@ import sys
 # (module, ...) each adding one or more sub-commands, in --help order
 COMMAND_MODULES = [
     "plasticnet.demo",
+    "plasticnet.sweep",
+    "plasticnet.report",
+    "plasticnet.analysis",
 ]
 
 
