@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
+from .config import parse_set, resolve_options
 from .experiments import Experiment, Trial, load_experiment
 
 BACKENDS = ("local", "ray")
@@ -65,30 +66,28 @@ def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def trial_state(run_dir: Path) -> str:
-    """``finished`` (summary says so), ``partial`` (a ``last.pt`` to resume from) or ``new``."""
+def trial_state(run_dir: Path, batches: int) -> str:
+    """``finished`` (summary says so, at ``batches`` or more), ``partial`` (a ``last.pt`` to resume
+    from, e.g. a killed trial or one asked for more batches now) or ``new``."""
     summary = read_summary(run_dir)
-    if summary and summary.get("finished"):
+    if summary and summary.get("finished") and summary.get("batches", 0) >= batches:
         return "finished"
     return "partial" if (Path(run_dir) / "last.pt").is_file() else "new"
 
 
-def _same(a: Any, b: Any) -> bool:
-    if a == b:
-        return True
-    try:  # 1e-3 (a YAML string) and 0.001 are the same option
-        return not isinstance(a, bool) and not isinstance(b, bool) and float(a) == float(b)
-    except (TypeError, ValueError):
-        return False
+def check_run_folder(run_dir: Path, config: Dict[str, Any]) -> None:
+    """Refuse a run folder whose ``config.yaml`` disagrees with the trial's resolved ``config``.
 
+    Only the keys the trainer lets a resumed run change (``batches``, ``device``, ...) may differ.
+    """
+    from .train import RESUME_MAY_CHANGE
 
-def check_run_folder(run_dir: Path, options: Dict[str, Any]) -> None:
-    """Refuse a run folder whose ``config.yaml`` disagrees with the trial's options."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return
-    config = yaml.safe_load(path.read_text()) or {}
-    diff = {k: (config[k], v) for k, v in options.items() if k in config and not _same(config[k], v)}
+    saved = yaml.safe_load(path.read_text()) or {}
+    diff = {k: (saved.get(k), v) for k, v in config.items()
+            if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
     if diff:
         detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
         raise ValueError(f"run folder {str(run_dir)!r} was made with other options ({detail}); "
@@ -118,13 +117,21 @@ def run_trial(options: Dict[str, Any], run_dir: str, analyze: bool = True, threa
 
 
 def plan(experiment: Experiment, out: Path) -> List[Outcome]:
-    """Every trial with its run folder and state (``finished``, ``partial``, ``new``)."""
+    """Every trial with its run folder and state (``finished``, ``partial``, ``new``).
+
+    Each trial's options are resolved by the trainer's rules first, so a bad key
+    or value fails here, naming the trial, before any trial runs.
+    """
     root = Path(out).resolve() / experiment.name
     outcomes = []
     for trial in experiment.trials():
         run_dir = root / trial.name
-        check_run_folder(run_dir, trial.options)
-        outcomes.append(Outcome(trial, run_dir, trial_state(run_dir)))
+        try:
+            config = resolve_options(trial.options)  # bad keys or values: refused before anything runs
+        except ValueError as err:
+            raise ValueError(f"experiment {experiment.name!r}, trial {trial.name}: {err}") from None
+        check_run_folder(run_dir, config)
+        outcomes.append(Outcome(trial, run_dir, trial_state(run_dir, config["batches"])))
     return outcomes
 
 
@@ -243,19 +250,9 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
     return outcomes
 
 
-def _parse_set(items: List[str]) -> Dict[str, Any]:
-    values = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key, text = item.split("=", 1)
-        values[key.strip()] = yaml.safe_load(text)
-    return values
-
-
 def _cmd(args) -> int:
     experiment = load_experiment(args.file)
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set or [])
     varied = [k for k in overrides if k in experiment.varied_keys]
     if varied:
         raise ValueError(f"--set {varied[0]} conflicts with the experiment's grid/zip")
