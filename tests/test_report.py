@@ -15,7 +15,7 @@ from plasticnet.report import condition_keys, load_runs, t_interval, t_quantile,
 def make_run(path, config, errors, finished=True, every=10):
     """A run folder as the trainer writes it: config.yaml, metrics.csv, summary.json when finished."""
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # as the trainer
     rows = ["batch,train_loss,val_error,val_mse"]
     for i, e in enumerate(errors):
         rows.append(f"{(i + 1) * every},{e * 1.1},{e},{e}")
@@ -128,3 +128,15 @@ def test_report_errors(tmp_path):
         write_report(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="no run folders"):
         write_report(tmp_path)
+
+
+def test_zipped_keys_get_one_sweep_plot(tmp_path):
+    root = tmp_path / "runs"
+    for rule in ("gradient", "hebbian"):
+        for lr in (0.0, 0.05, 0.1):
+            for seed in range(2):
+                make_run(root / "z" / f"{rule},{lr},{seed}", {"task": "cue-reward", "rule": rule, "inner_lr": lr,
+                                                              "inner_decay": lr, "seed": seed}, [0.2, 0.1 + lr])
+    text = write_report(root).read_text()
+    assert "| inner_lr | inner_decay | rule |" in text
+    assert "z_error_vs_inner_lr.png" in text and "error_vs_inner_decay" not in text

@@ -146,7 +146,7 @@ def _hashable(v: Any) -> Any:
 
 def condition_keys(runs: List[Run]) -> List[str]:
     """Options that vary between ``runs``, less seed and derived keys, in table order."""
-    keys = sorted({k for r in runs for k in r.config})
+    keys = list(dict.fromkeys(k for r in runs for k in r.config))  # config.yaml order
     varied = [k for k in keys if k != "seed" and len({_hashable(r.config.get(k)) for r in runs}) > 1]
     for d in DERIVED:
         others = [k for k in varied if k != d]

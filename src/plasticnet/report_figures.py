@@ -77,16 +77,30 @@ def learning_curves(keys, conditions, path: Path) -> bool:
     return drawn
 
 
+def _determined_by(keys, conditions, i: int) -> List[int]:
+    """Indices of the keys whose value follows from the value of key ``i`` (e.g. zipped with it)."""
+    out = []
+    for j in range(len(keys)):
+        seen = {}
+        if j != i and all(seen.setdefault(c.values[i], c.values[j]) == c.values[j] for c in conditions):
+            out.append(j)
+    return out
+
+
 def error_vs(keys, conditions, key: str, path: Path) -> bool:
-    """Final validation error vs the numeric option ``key``, one line per setting of the other keys."""
+    """Final validation error vs the numeric option ``key``, one line per setting of the other keys.
+
+    Keys varied together with ``key`` (zipped) are not split into lines.
+    """
     plt = _plt()
     i = keys.index(key)
+    skip = {i, *_determined_by(keys, conditions, i)}
     lines = {}
     for c in conditions:
-        rest = tuple(v for j, v in enumerate(c.values) if j != i)
+        rest = tuple(v for j, v in enumerate(c.values) if j not in skip)
         lines.setdefault(rest, []).append(c)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    other = [k for j, k in enumerate(keys) if j != i]
+    other = [k for j, k in enumerate(keys) if j not in skip]
     xs_all = []
     for rest, conds in lines.items():
         conds = sorted(conds, key=lambda c: c.values[i])
@@ -138,12 +152,14 @@ def analysis_plot(keys, conditions, path: Path) -> bool:
 
 
 def _numeric_keys(keys, conditions) -> List[str]:
-    out = []
+    """Numeric keys with enough values for an error-vs-key plot; one key per zipped group."""
+    out, covered = [], set()
     for i, k in enumerate(keys):
         vals = {c.values[i] for c in conditions}
-        if (len(vals) >= MIN_SWEEP_VALUES
+        if (i not in covered and len(vals) >= MIN_SWEEP_VALUES
                 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals)):
             out.append(k)
+            covered.update(_determined_by(keys, conditions, i))
     return out
 
 
