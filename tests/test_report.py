@@ -140,3 +140,14 @@ def test_zipped_keys_get_one_sweep_plot(tmp_path):
     text = write_report(root).read_text()
     assert "| inner_lr | inner_decay | rule |" in text
     assert "z_error_vs_inner_lr.png" in text and "error_vs_inner_decay" not in text
+
+
+def test_cli(sweep_dir, capsys, tmp_path):
+    from plasticnet.cli import main
+
+    root, _ = sweep_dir
+    out = tmp_path / "rep"
+    assert main(["report", str(root), "--out", str(out), "--title", "T"]) == 0
+    assert (out / "report.md").read_text().startswith("# T")
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a folder" in capsys.readouterr().err

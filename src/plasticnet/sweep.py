@@ -13,10 +13,11 @@ and are trained by :func:`plasticnet.train.train_run`. A sweep is restartable:
 Backends (the same trials and folders either way, so one report reads both):
 
 - ``local`` (default): a process pool of ``--workers`` processes (one torch
-  thread each); ``--workers 1`` runs the trials one after the other in this process.
+  thread each); ``--workers 1`` (default) runs the trials one after the other
+  in this process.
 - ``ray``: each trial is a Ray Tune trial (``tune.Tuner`` over a grid of the
   pending trials, ``tune.with_resources`` one CPU each, at most ``--workers``
-  at once) on a local ``ray.init()`` or an existing cluster (``--address``;
+  at once; by default as many as the CPUs Ray sees) on a local ``ray.init()`` or an existing cluster (``--address``;
   the run folders must then be on a file system the driver can read).
   Needs ``pip install 'plasticnet[sweep]'``.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -135,6 +137,18 @@ def plan(experiment: Experiment, out: Path) -> List[Outcome]:
     return outcomes
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: on Linux, end this worker when the sweep process dies (a killed sweep must not
+    leave trainers writing into run folders that a restarted sweep resumes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the sweep died before this worker got here
+            os._exit(1)
+
+
 def _run_local(pending: List[Outcome], workers: int, analyze: bool, log: Callable[[str], None]) -> None:
     def finish(o: Outcome, fn: Callable[[], Dict[str, Any]]) -> None:
         try:
@@ -150,7 +164,8 @@ def _run_local(pending: List[Outcome], workers: int, analyze: bool, log: Callabl
             finish(o, lambda o=o: run_trial(o.trial.options, str(o.run_dir), analyze))
         return
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(run_trial, o.trial.options, str(o.run_dir), analyze): o for o in pending}
         for fut in as_completed(futures):
             finish(futures[fut], fut.result)
@@ -165,7 +180,7 @@ def _tune_trainable(config: Dict[str, Any], jobs: Dict[str, Any]) -> None:
     tune.report({k: v for k, v in summary.items() if isinstance(v, (int, float, bool))})
 
 
-def _run_ray(pending: List[Outcome], workers: int, analyze: bool, address: Optional[str],
+def _run_ray(pending: List[Outcome], workers: Optional[int], analyze: bool, address: Optional[str],
              storage: Path, name: str, log: Callable[[str], None]) -> None:
     try:
         import ray
@@ -176,8 +191,8 @@ def _run_ray(pending: List[Outcome], workers: int, analyze: bool, address: Optio
 
     started = False
     if not ray.is_initialized():
-        src = str(Path(plasticnet.__file__).resolve().parents[1])
         if address is None:  # local workers import the same plasticnet as this driver
+            src = str(Path(plasticnet.__file__).resolve().parents[1])
             path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
             runtime_env = {"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}
             ray.init(num_cpus=workers, include_dashboard=False, runtime_env=runtime_env,
@@ -221,7 +236,7 @@ def _line(o: Outcome) -> str:
     return f"{o.trial.name}: {o.status}"
 
 
-def run_sweep(experiment: Experiment, out="runs", backend: str = "local", workers: int = 1,
+def run_sweep(experiment: Experiment, out="runs", backend: str = "local", workers: Optional[int] = None,
               address: Optional[str] = None, analyze: bool = True,
               log: Callable[[str], None] = print) -> List[Outcome]:
     """Run the pending trials of ``experiment`` under ``out/<name>/``; returns one :class:`Outcome` per trial.
@@ -231,7 +246,9 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    if workers < 1:
+    if workers is None and backend == "local":
+        workers = 1
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     outcomes = plan(experiment, Path(out))
     pending = [o for o in outcomes if o.status != "finished"]
@@ -282,7 +299,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run every trial of an experiment file (local pool or Ray Tune)")
     p.add_argument("file", help="experiment file (experiments/*.yaml)")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="local process pool (default) or ray")
-    p.add_argument("--workers", type=int, default=1, help="trials run at once (1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="trials run at once (local: 1; ray: as many as the CPUs Ray sees)")
     p.add_argument("--out", default="runs", help="root folder of the run folders (runs)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend; default: local ray.init())")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base option for every trial")
