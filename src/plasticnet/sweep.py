@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -263,7 +264,8 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
         if backend == "local":
             _run_local(pending, workers, analyze, log)
         else:
-            _run_ray(pending, workers, analyze, address, root / ".ray", experiment.name, log)
+            stamp = time.strftime("%Y%m%d-%H%M%S")  # one Tune experiment per invocation
+            _run_ray(pending, workers, analyze, address, root / ".ray", f"{experiment.name}-{stamp}", log)
     return outcomes
 
 
