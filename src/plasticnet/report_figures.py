@@ -71,6 +71,10 @@ def learning_curves(keys, conditions, path: Path) -> bool:
         ax.set(title=title, xlabel="batch")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("validation error")
+    means = [y for ax in axes[0] for line in ax.get_lines() for y in line.get_ydata()]
+    if means and min(means) > 0 and max(means) / min(means) >= 3:  # early errors dwarf the rest
+        for ax in axes[0]:
+            ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
