@@ -74,3 +74,12 @@ def test_cli(runs, capsys, tmp_path):
     assert "analysis.npz" in capsys.readouterr().out
     assert main(["analyze", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_report_analyze_fills_missing_analyses(tmp_path):
+    run_dir = tmp_path / "exp" / "run"
+    train_run({**TINY, "rule": "hebbian"}, run_dir, progress=False)
+    assert load_analysis(run_dir) is None
+    assert main(["report", str(tmp_path), "--analyze"]) == 0
+    assert load_analysis(run_dir)["fast_norm_mean"].shape == (20,)
+    assert "exp_analysis.png" in (tmp_path / "report.md").read_text()
