@@ -17,6 +17,9 @@ COMMAND_MODULES = [
     "plasticnet.train",
     "plasticnet.demo",
     "plasticnet.bench",
+    "plasticnet.sweep",
+    "plasticnet.report",
+    "plasticnet.analysis",
 ]
 
 

@@ -1,0 +1,294 @@
+"""``plasticnet report DIR``: tables and figures from run folders, and nothing else.
+
+Every folder under ``DIR`` holding a ``config.yaml`` is a run (local or Ray
+sweeps, single ``plasticnet train`` runs alike). Runs are grouped by the
+folder that contains them (one group per experiment), and within a group by
+*condition*: the options that differ between its runs, less ``seed`` (and
+less ``hidden_size`` where size matching derives it from rule and cell).
+
+For each group the report (``report.md``, figures under ``figures/``) gives:
+
+- a table of the final validation error per condition — mean ± half-width of
+  the 95% t-interval over seeds, ``mean ± t_{0.975, n−1} · s / √n`` — the best
+  validation error, and the number of seeds (finished/all) behind each cell;
+  unfinished runs count with their last logged validation, marked ``*``;
+- the paper's layout: a rule × cell table where both vary;
+- learning curves (validation error vs batch, mean and 95% band over seeds);
+- error vs each swept numeric option with ≥ 3 values (delay, seq_length,
+  inner_lr, ...);
+- from ``analysis.npz`` (:mod:`plasticnet.analysis`): the modulated inner
+  learning rate and the fast-weight norm over the steps of an episode.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import yaml
+
+from .analysis import load_analysis
+
+DERIVED = ("hidden_size",)  # dropped from conditions when the other varied keys determine them
+LAST_KEYS = ("cell", "rule")  # ordered last, so tables read like the paper's (rows rule, columns cell)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+
+
+@dataclass
+class Run:
+    """One run folder: its options, metrics columns and summary (``None`` while running)."""
+
+    path: Path
+    config: Dict[str, Any]
+    metrics: Dict[str, np.ndarray]
+    summary: Optional[Dict[str, Any]]
+    analysis: Optional[Dict[str, np.ndarray]] = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.summary and self.summary.get("finished"))
+
+    @property
+    def final_error(self) -> float:
+        """``final_val_error`` of the summary, else the last logged validation error (nan if none)."""
+        if self.finished and self.summary.get("final_val_error") is not None:
+            return float(self.summary["final_val_error"])
+        v = self.metrics.get("val_error", np.array([]))
+        return float(v[-1]) if len(v) else math.nan
+
+    @property
+    def best_error(self) -> float:
+        if self.finished and self.summary.get("best_val_error") is not None:
+            return float(self.summary["best_val_error"])
+        v = self.metrics.get("val_error", np.array([]))
+        return float(np.nanmin(v)) if len(v) else math.nan
+
+
+@dataclass
+class Condition:
+    """The runs of one condition (all seeds) and their statistics."""
+
+    values: Tuple[Any, ...]
+    runs: List[Run] = field(default_factory=list)
+
+    def stats(self, attr: str = "final_error") -> Tuple[float, float, int]:
+        """``(mean, 95% half-width, n)`` over runs with a value (half-width nan for n < 2)."""
+        return t_interval([getattr(r, attr) for r in self.runs])
+
+
+def t_quantile(df: int) -> float:
+    """``t_{0.975}`` of Student's t with ``df`` degrees of freedom (table, Cornish–Fisher beyond 30)."""
+    if df < 1:
+        return math.nan
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def t_interval(values) -> Tuple[float, float, int]:
+    """Mean, half-width of the 95% t-interval, and count of the finite ``values``."""
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(x[0]), math.nan, 1
+    return float(x.mean()), t_quantile(n - 1) * float(x.std(ddof=1)) / math.sqrt(n), n
+
+
+def read_metrics(path: Path) -> Dict[str, np.ndarray]:
+    """Columns of ``metrics.csv`` as float arrays (empty dict if missing)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    out = {}
+    for key in rows[0]:
+        out[key] = np.array([float(r[key]) if r[key] not in ("", None) else math.nan for r in rows])
+    return out
+
+
+def load_runs(root) -> List[Run]:
+    """Every run folder (a folder with ``config.yaml``) under ``root``, sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{str(root)!r} is not a folder")
+    runs = []
+    for cfg in sorted(root.rglob("config.yaml")):
+        if any(part.startswith(".") for part in cfg.relative_to(root).parts):
+            continue  # e.g. the Ray backend's .ray/ bookkeeping
+        run_dir = cfg.parent
+        summary = None
+        if (run_dir / "summary.json").is_file():
+            try:
+                summary = json.loads((run_dir / "summary.json").read_text())
+            except json.JSONDecodeError:
+                summary = None
+        runs.append(Run(run_dir, yaml.safe_load(cfg.read_text()) or {}, read_metrics(run_dir / "metrics.csv"),
+                        summary, load_analysis(run_dir)))
+    return runs
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def condition_keys(runs: List[Run]) -> List[str]:
+    """Options that vary between ``runs``, less seed and derived keys, in table order."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.config))  # config.yaml order
+    varied = [k for k in keys if k != "seed" and len({_hashable(r.config.get(k)) for r in runs}) > 1]
+    for d in DERIVED:
+        others = [k for k in varied if k != d]
+        if d in varied and others:
+            seen: Dict[tuple, set] = defaultdict(set)
+            for r in runs:
+                seen[tuple(_hashable(r.config.get(k)) for k in others)].add(_hashable(r.config.get(d)))
+            if all(len(s) == 1 for s in seen.values()):
+                varied.remove(d)
+    return [k for k in varied if k not in LAST_KEYS] + [k for k in LAST_KEYS if k in varied]
+
+
+def group_conditions(runs: List[Run], keys: List[str]) -> List[Condition]:
+    """Runs grouped by their values of ``keys``, sorted by those values."""
+    groups: Dict[tuple, Condition] = {}
+    for r in runs:
+        values = tuple(_hashable(r.config.get(k)) for k in keys)
+        groups.setdefault(values, Condition(values)).runs.append(r)
+    return [groups[v] for v in sorted(groups, key=lambda v: tuple((str(type(x)), x) for x in v))]
+
+
+def fmt(mean: float, half: float, digits: int = 4) -> str:
+    """``mean ± half`` (just the mean when the interval is undefined)."""
+    if not np.isfinite(mean):
+        return "—"
+    return f"{mean:.{digits}g}" + (f" ± {half:.2g}" if np.isfinite(half) else "")
+
+
+def _label(keys: List[str], values: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
+
+
+def condition_table(keys: List[str], conditions: List[Condition]) -> List[str]:
+    """Markdown rows: condition values, seeds, final error (mean ± 95%), best error, batches."""
+    head = keys + ["seeds (finished/all)", "final val error (mean ± 95%)", "best val error (mean ± 95%)", "batches"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in conditions:
+        done = sum(r.finished for r in c.runs)
+        mark = "" if done == len(c.runs) else " *"
+        batches = sorted({int(r.metrics["batch"][-1]) for r in c.runs if len(r.metrics.get("batch", []))})
+        span = "—" if not batches else (str(batches[0]) if len(batches) == 1 else f"{batches[0]}–{batches[-1]}")
+        lines.append("| " + " | ".join([str(v) for v in c.values] + [
+            f"{done}/{len(c.runs)}", fmt(*c.stats("final_error")[:2]) + mark,
+            fmt(*c.stats("best_error")[:2]) + mark, span]) + " |")
+    return lines
+
+
+def pivot_tables(keys: List[str], conditions: List[Condition]) -> List[str]:
+    """The paper's layout: rows ``rule``, columns ``cell`` (or the last two keys), one table per other setting."""
+    if len(keys) < 2:
+        return []
+    rk, ck = keys[-1], keys[-2]
+    ri, ci = keys.index(rk), keys.index(ck)
+    rest = [i for i in range(len(keys)) if i not in (ri, ci)]
+    by_rest: Dict[tuple, Dict[tuple, Condition]] = defaultdict(dict)
+    for c in conditions:
+        by_rest[tuple(c.values[i] for i in rest)][(c.values[ri], c.values[ci])] = c
+    lines = []
+    for rest_values, cells in by_rest.items():
+        rows = sorted({k[0] for k in cells}, key=str)
+        cols = sorted({k[1] for k in cells}, key=str)
+        if rest:
+            lines.append(f"\n{_label([keys[i] for i in rest], rest_values)}:\n")
+        lines.append(f"| {rk} \\ {ck} | " + " | ".join(map(str, cols)) + " |")
+        lines.append("|" + "---|" * (len(cols) + 1))
+        for row in rows:
+            entries = []
+            for col in cols:
+                c = cells.get((row, col))
+                entries.append("—" if c is None else f"{fmt(*c.stats()[:2])} (n={c.stats()[2]})")
+            lines.append(f"| {row} | " + " | ".join(entries) + " |")
+    return lines
+
+
+def write_report(root, out=None, title: Optional[str] = None) -> Path:
+    """Write ``report.md`` and ``figures/*.png`` for the runs under ``root``; returns the report's path."""
+    from . import report_figures as figs
+
+    root = Path(root)
+    runs = load_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no run folders (with config.yaml) under {str(root)!r}")
+    out = Path(out) if out is not None else root
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    groups: Dict[Path, List[Run]] = defaultdict(list)
+    for r in runs:
+        groups[r.path.parent].append(r)
+    done = sum(r.finished for r in runs)
+    lines = [f"# {title or 'Report: ' + str(root)}", "",
+             f"{len(runs)} run folders under `{root}`: {done} finished, {len(runs) - done} unfinished. "
+             "Final validation error: mean ± half-width of the 95% t-interval over seeds; "
+             "`*` marks conditions with unfinished runs (counted with their last logged validation).", ""]
+    for parent, group in groups.items():
+        name = parent.relative_to(root).as_posix() if parent != root else root.name
+        slug = name.replace("/", "_") or "runs"
+        keys = condition_keys(group)
+        conditions = group_conditions(group, keys)
+        tasks = sorted({str(r.config.get("task")) for r in group})
+        seeds = sorted({len(c.runs) for c in conditions})
+        lines += [f"## {name}", "", f"Task {', '.join(tasks)}; {len(group)} runs, {len(conditions)} conditions "
+                  f"({', '.join(keys) or 'none varied'}); seeds per condition: "
+                  f"{'–'.join(map(str, [seeds[0], seeds[-1]])) if len(seeds) > 1 else seeds[0]}.", ""]
+        lines += condition_table(keys, conditions)
+        pivot = pivot_tables(keys, conditions)
+        if pivot:
+            lines += ["", f"Final validation error, {keys[-1]} × {keys[-2]} (mean ± 95%, n seeds):", ""] + pivot
+        unfinished = [r for r in group if not r.finished]
+        if unfinished:
+            lines += ["", "Unfinished runs:", ""]
+            for r in unfinished:
+                last = int(r.metrics["batch"][-1]) if len(r.metrics.get("batch", [])) else 0
+                lines.append(f"- `{r.path.relative_to(root)}`: last validation at batch {last} "
+                             f"of {r.config.get('batches', '?')}")
+        lines.append("")
+        for fig_path, caption in figs.group_figures(keys, conditions, out / "figures", slug):
+            lines += [f"![{caption}]({fig_path.relative_to(out).as_posix()})", "", f"*{caption}*", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cmd(args) -> int:
+    if args.analyze:
+        from .analysis import ANALYSIS_FILE, analyze_run
+
+        for r in load_runs(args.dir):
+            if r.finished and not (r.path / ANALYSIS_FILE).is_file() and r.config.get("rule") != "none":
+                analyze_run(r.path)
+    path = write_report(args.dir, args.out, args.title)
+    print(f"report: {path}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="Markdown tables and PNG figures from run folders")
+    p.add_argument("dir", help="folder holding run folders (e.g. runs/cue_reward_rules_cells)")
+    p.add_argument("--out", default=None, help="where report.md and figures/ go (default: DIR)")
+    p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--analyze", action="store_true",
+                   help="first write analysis.npz for finished runs that lack it (loads the models)")
+    p.set_defaults(func=_cmd)
+
+
+__all__ = ["Run", "Condition", "load_runs", "condition_keys", "group_conditions", "t_interval", "t_quantile",
+           "write_report"]

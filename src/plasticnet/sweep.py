@@ -1,0 +1,315 @@
+"""``plasticnet sweep``: run every trial of an experiment file, each into its own run folder.
+
+Trials (:mod:`plasticnet.experiments`) go to ``OUT/<experiment name>/<trial name>/``
+and are trained by :func:`plasticnet.train.train_run`. A sweep is restartable:
+
+- a trial whose ``summary.json`` says ``finished`` is skipped;
+- a trial with a ``last.pt`` but no finished summary is resumed
+  (``train_run(..., resume=True)``), so a sweep killed halfway continues
+  where it stopped;
+- a run folder made with other options than the trial's (the file was edited)
+  is refused rather than mixed.
+
+Backends (the same trials and folders either way, so one report reads both):
+
+- ``local`` (default): a process pool of ``--workers`` processes (one torch
+  thread each); ``--workers 1`` (default) runs the trials one after the other
+  in this process.
+- ``ray``: each trial is a Ray Tune trial (``tune.Tuner`` over a grid of the
+  pending trials, ``tune.with_resources`` one CPU each, at most ``--workers``
+  at once; by default as many as the CPUs Ray sees) on a local ``ray.init()`` or an existing cluster (``--address``;
+  the run folders must then be on a file system the driver can read).
+  Needs ``pip install 'plasticnet[sweep]'``.
+
+After training, each trial's analysis (:mod:`plasticnet.analysis`) is written
+into its folder (``--no-analysis`` to skip).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import yaml
+
+from .config import parse_set, resolve_options
+from .experiments import Experiment, Trial, load_experiment
+
+BACKENDS = ("local", "ray")
+RAY_HINT = "the ray backend needs Ray Tune: pip install 'plasticnet[sweep]'"
+
+
+@dataclass
+class Outcome:
+    """What happened to one trial: ``status`` ∈ {finished, skipped, failed, pending (dry run)}."""
+
+    trial: Trial
+    run_dir: Path
+    status: str
+    summary: Optional[Dict[str, Any]] = None
+    error: str = ""
+
+
+def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """``summary.json`` of a run folder, or ``None``."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def trial_state(run_dir: Path, batches: int) -> str:
+    """``finished`` (summary says so, at ``batches`` or more), ``partial`` (a ``last.pt`` to resume
+    from, e.g. a killed trial or one asked for more batches now) or ``new``."""
+    summary = read_summary(run_dir)
+    if summary and summary.get("finished") and summary.get("batches", 0) >= batches:
+        return "finished"
+    return "partial" if (Path(run_dir) / "last.pt").is_file() else "new"
+
+
+def check_run_folder(run_dir: Path, config: Dict[str, Any]) -> None:
+    """Refuse a run folder whose ``config.yaml`` disagrees with the trial's resolved ``config``.
+
+    Only the keys the trainer lets a resumed run change (``batches``, ``device``, ...) may differ.
+    """
+    from .train import RESUME_MAY_CHANGE
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    saved = yaml.safe_load(path.read_text()) or {}
+    diff = {k: (saved.get(k), v) for k, v in config.items()
+            if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
+        raise ValueError(f"run folder {str(run_dir)!r} was made with other options ({detail}); "
+                         f"remove it or write the sweep to another --out")
+
+
+def run_trial(options: Dict[str, Any], run_dir: str, analyze: bool = True, threads: int = 1) -> Dict[str, Any]:
+    """Train (or resume) one trial into ``run_dir``, then analyse it; returns the summary.
+
+    Runs in a worker process (or a Ray worker), so it sets torch's thread count.
+    """
+    import torch
+
+    from .train import train_run
+
+    torch.set_num_threads(threads)
+    run_dir = Path(run_dir)
+    summary = train_run(dict(options), run_dir, resume=(run_dir / "last.pt").is_file(), progress=False)
+    if analyze:
+        from .analysis import analyze_run
+
+        try:
+            analyze_run(run_dir)
+        except ValueError as err:  # a model the analysis does not cover: the run itself is fine
+            print(f"analysis skipped for {run_dir}: {err}")
+    return summary
+
+
+def plan(experiment: Experiment, out: Path) -> List[Outcome]:
+    """Every trial with its run folder and state (``finished``, ``partial``, ``new``).
+
+    Each trial's options are resolved by the trainer's rules first, so a bad key
+    or value fails here, naming the trial, before any trial runs.
+    """
+    root = Path(out).resolve() / experiment.name
+    outcomes = []
+    for trial in experiment.trials():
+        run_dir = root / trial.name
+        try:
+            config = resolve_options(trial.options)  # bad keys or values: refused before anything runs
+        except ValueError as err:
+            raise ValueError(f"experiment {experiment.name!r}, trial {trial.name}: {err}") from None
+        check_run_folder(run_dir, config)
+        outcomes.append(Outcome(trial, run_dir, trial_state(run_dir, config["batches"])))
+    return outcomes
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: on Linux, end this worker when the sweep process dies (a killed sweep must not
+    leave trainers writing into run folders that a restarted sweep resumes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the sweep died before this worker got here
+            os._exit(1)
+
+
+def _run_local(pending: List[Outcome], workers: int, analyze: bool, log: Callable[[str], None]) -> None:
+    def finish(o: Outcome, fn: Callable[[], Dict[str, Any]]) -> None:
+        try:
+            o.summary, o.status = fn(), "finished"
+        except Exception as err:  # one failed trial must not stop the others
+            o.status, o.error = "failed", f"{type(err).__name__}: {err}"
+            if workers == 1:
+                o.error += "\n" + traceback.format_exc()
+        log(_line(o))
+
+    if workers == 1:
+        for o in pending:
+            finish(o, lambda o=o: run_trial(o.trial.options, str(o.run_dir), analyze))
+        return
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(run_trial, o.trial.options, str(o.run_dir), analyze): o for o in pending}
+        for fut in as_completed(futures):
+            finish(futures[fut], fut.result)
+
+
+def _tune_trainable(config: Dict[str, Any], jobs: Dict[str, Any]) -> None:
+    """A Ray Tune function trainable: train the trial named ``config["trial"]``."""
+    from ray import tune
+
+    options, run_dir, analyze = jobs[config["trial"]]
+    summary = run_trial(options, run_dir, analyze)
+    tune.report({k: v for k, v in summary.items() if isinstance(v, (int, float, bool))})
+
+
+def _run_ray(pending: List[Outcome], workers: Optional[int], analyze: bool, address: Optional[str],
+             storage: Path, name: str, log: Callable[[str], None]) -> None:
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ImportError(RAY_HINT) from None
+    import plasticnet
+
+    started = False
+    if not ray.is_initialized():
+        if address is None:  # local workers import the same plasticnet as this driver
+            src = str(Path(plasticnet.__file__).resolve().parents[1])
+            path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+            runtime_env = {"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}
+            ray.init(num_cpus=workers, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=False, configure_logging=False)
+        else:  # a cluster: ship the package with the job
+            ray.init(address=address, runtime_env={"py_modules": [str(Path(plasticnet.__file__).parent)]},
+                     log_to_driver=False)
+        started = True
+    try:
+        jobs = {o.trial.name: (o.trial.options, str(o.run_dir), analyze) for o in pending}
+        trainable = tune.with_resources(tune.with_parameters(_tune_trainable, jobs=jobs), {"cpu": 1})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([o.trial.name for o in pending])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        results = tuner.fit()
+        errors = {}
+        for result in results:
+            if result.error is not None:
+                errors[result.config["trial"]] = f"{type(result.error).__name__}: {result.error}"
+        for o in pending:
+            o.summary = read_summary(o.run_dir)
+            if o.trial.name in errors or not (o.summary and o.summary.get("finished")):
+                o.status, o.error = "failed", errors.get(o.trial.name, "no finished summary.json")
+            else:
+                o.status = "finished"
+            log(_line(o))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _line(o: Outcome) -> str:
+    if o.status == "failed":
+        return f"{o.trial.name}: FAILED {o.error.splitlines()[0] if o.error else ''}"
+    if o.summary:
+        return f"{o.trial.name}: {o.status}, final val_error {o.summary.get('final_val_error', float('nan')):.4g}"
+    return f"{o.trial.name}: {o.status}"
+
+
+def run_sweep(experiment: Experiment, out="runs", backend: str = "local", workers: Optional[int] = None,
+              address: Optional[str] = None, analyze: bool = True,
+              log: Callable[[str], None] = print) -> List[Outcome]:
+    """Run the pending trials of ``experiment`` under ``out/<name>/``; returns one :class:`Outcome` per trial.
+
+    Finished trials are skipped (status ``skipped``), partial ones resumed.
+    Failed trials are reported in their outcome (status ``failed``), not raised.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if workers is None and backend == "local":
+        workers = 1
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    outcomes = plan(experiment, Path(out))
+    pending = [o for o in outcomes if o.status != "finished"]
+    for o in outcomes:
+        if o.status == "finished":
+            o.status, o.summary = "skipped", read_summary(o.run_dir)
+    log(f"{experiment.name}: {len(outcomes)} trials, {len(outcomes) - len(pending)} already finished, "
+        f"{sum(o.status == 'partial' for o in pending)} to resume, backend {backend}")
+    if pending:
+        root = Path(out).resolve() / experiment.name
+        root.mkdir(parents=True, exist_ok=True)
+        if backend == "local":
+            _run_local(pending, workers, analyze, log)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")  # one Tune experiment per invocation
+            _run_ray(pending, workers, analyze, address, root / ".ray", f"{experiment.name}-{stamp}", log)
+    return outcomes
+
+
+def _cmd(args) -> int:
+    experiment = load_experiment(args.file)
+    overrides = parse_set(args.set or [])
+    varied = [k for k in overrides if k in experiment.varied_keys]
+    if varied:
+        raise ValueError(f"--set {varied[0]} conflicts with the experiment's grid/zip")
+    experiment.base.update(overrides)
+    if args.seeds is not None:
+        experiment.seeds = list(range(args.seeds))
+    if args.dry_run:
+        outcomes = plan(experiment, Path(args.out))
+        root = Path(args.out) / experiment.name
+        print(f"{experiment.name}: {len(outcomes)} trials under {root}/")
+        for o in outcomes:
+            print(f"  [{o.status:8s}] {o.trial.name}")
+        return 0
+    try:
+        outcomes = run_sweep(experiment, args.out, args.backend, args.workers, args.address,
+                             analyze=not args.no_analysis)
+    except ImportError as err:
+        raise ValueError(str(err)) from None
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"failed: {o.run_dir}\n{o.error}")
+    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} trials finished under {Path(args.out) / experiment.name}/")
+    return 1 if failed else 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="run every trial of an experiment file (local pool or Ray Tune)")
+    p.add_argument("file", help="experiment file (experiments/*.yaml)")
+    p.add_argument("--backend", choices=BACKENDS, default="local", help="local process pool (default) or ray")
+    p.add_argument("--workers", type=int, default=None,
+                   help="trials run at once (local: 1; ray: as many as the CPUs Ray sees)")
+    p.add_argument("--out", default="runs", help="root folder of the run folders (runs)")
+    p.add_argument("--address", default=None, help="Ray cluster address (ray backend; default: local ray.init())")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base option for every trial")
+    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the file's")
+    p.add_argument("--no-analysis", action="store_true", help="skip the per-run analysis after training")
+    p.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
+    p.set_defaults(func=_cmd)
+
+
+__all__ = ["Outcome", "plan", "read_summary", "run_sweep", "run_trial", "trial_state", "BACKENDS"]
