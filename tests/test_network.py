@@ -171,7 +171,8 @@ def test_bad_input_shapes():
         net.initial_state(0)
 
 
-def test_readme_example_runs():
+def test_readme_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write run folders
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert blocks, "README has no python example"
