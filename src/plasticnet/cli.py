@@ -15,6 +15,8 @@ import sys
 # (module, ...) each adding one or more sub-commands, in --help order
 COMMAND_MODULES = [
     "plasticnet.demo",
+    "plasticnet.data.show",
+    "plasticnet.pretrain",
 ]
 
 
