@@ -14,6 +14,7 @@ import sys
 
 # (module, ...) each adding one or more sub-commands, in --help order
 COMMAND_MODULES = [
+    "plasticnet.train",
     "plasticnet.demo",
     "plasticnet.data.show",
     "plasticnet.pretrain",

@@ -13,7 +13,7 @@ from typing import Dict, Type
 from .base import Batch, Task, make_options
 
 # modules whose import registers tasks (each a module of this package)
-TASK_MODULES = ["fewshot_images"]
+TASK_MODULES = ["d23", "fewshot_images"]
 
 _REGISTRY: Dict[str, Type[Task]] = {}
 _loaded = False

@@ -1,0 +1,193 @@
+"""Run options: one flat dict per run, resolved and validated before training.
+
+A run is described by a flat ``{key: value}`` dict (what ``config.yaml`` of a
+run folder holds and what ``--set key=value`` reaches):
+
+- ``task``, ``rule``, ``cell`` and the trainer keys of :data:`TRAIN_DEFAULTS`
+  (a task's ``train_defaults`` override their defaults);
+- every field of the task's ``Options`` dataclass;
+- every key of the task's ``model_defaults`` (the model's keyword options).
+
+:func:`resolve_options` fills the defaults, refuses unknown keys (listing the
+valid ones) and values of the wrong type or outside their choices, all before
+anything is trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Dict, Iterable, List, Tuple
+
+import yaml
+
+from .tasks import get_task_class
+
+# trainer keys and their defaults (SPEC §1: the outer training of every [D23] sequence task)
+TRAIN_DEFAULTS: Dict[str, Any] = {
+    "rule": "gradient",  # plasticity rule of the model
+    "cell": "lstm",  # recurrent cell of the model
+    "batches": 10000,  # training batches
+    "seed": 0,  # model init, training episodes and the held-out validation episodes
+    "batch_size": 64,  # episodes per batch
+    "lr": 1e-3,  # outer learning rate
+    "optimizer": "adamw",  # adamw (amsgrad, as the reference), adam, rmsprop
+    "weight_decay": 0.0,  # outer weight decay
+    "grad_clip": 5.0,  # clip of the outer gradient norm (null: off)
+    "lr_schedule": "constant",  # constant or cosine (from lr down to lr_min over the run)
+    "lr_min": 0.0,  # final lr of the cosine schedule
+    "val_every": 200,  # batches between validations
+    "val_batches": 100,  # batches of held-out episodes per validation (paper: 100)
+    "device": "cpu",  # torch device
+    "threads": None,  # torch.set_num_threads (null: leave as is)
+}
+
+CHOICES = {"optimizer": ("adamw", "adam", "rmsprop"), "lr_schedule": ("constant", "cosine")}
+_POSITIVE_INT = ("batches", "batch_size", "val_every", "val_batches")
+_TRAIN_TYPES = {"rule": str, "cell": str, "device": str, "optimizer": str, "lr_schedule": str,
+                "batches": int, "seed": int, "batch_size": int, "val_every": int, "val_batches": int,
+                "threads": typing.Optional[int], "lr": float, "weight_decay": float,
+                "grad_clip": typing.Optional[float], "lr_min": float}
+
+
+def parse_set(items: Iterable[str]) -> Dict[str, Any]:
+    """``["key=value", ...]`` → ``{key: yaml.safe_load(value)}`` (``1e-3``, ``null``, ``true`` work)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def coerce(key: str, value: Any, kind) -> Any:
+    """``value`` checked against type ``kind`` (int, float, bool, str, Optional[...]).
+
+    ints are accepted for floats, numeric strings (``"1e-3"``, which YAML reads
+    as a string) for numbers; anything else of the wrong type is refused with
+    a message naming the key, the value and the expected type.
+    """
+    origin = typing.get_origin(kind)
+    if origin is typing.Union:
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(key, value, arg)
+            except ValueError as err:
+                errors.append(err)
+        raise ValueError(f"{key} must be {_type_name(kind)}, got {value!r}")
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind in (bool, str):
+        if isinstance(value, kind):
+            return value
+    else:  # a type this check does not know: leave it to the constructor
+        return value
+    raise ValueError(f"{key} must be {_type_name(kind)}, got {value!r}")
+
+
+def _kind_of_default(default):
+    if default is None:
+        return typing.Any
+    return type(default) if type(default) in (bool, int, float, str) else typing.Any
+
+
+def option_types(task_cls) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """``(defaults, kinds, groups)`` of every key a run of ``task_cls`` accepts.
+
+    ``groups[key]`` is ``"run"``, ``"task"`` or ``"model"``.
+    """
+    defaults: Dict[str, Any] = {"task": task_cls.name}
+    kinds: Dict[str, Any] = {"task": str}
+    groups: Dict[str, str] = {"task": "run"}
+    for k, v in TRAIN_DEFAULTS.items():
+        defaults[k] = task_cls.train_defaults.get(k, v)
+        kinds[k], groups[k] = _TRAIN_TYPES[k], "run"
+    unknown = sorted(set(task_cls.train_defaults) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"task {task_cls.name!r}: train_defaults has unknown key(s) {unknown}")
+    try:
+        hints = typing.get_type_hints(task_cls.Options)
+    except Exception:  # unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    model_types = getattr(task_cls, "model_types", {}) or {}
+    for f in dataclasses.fields(task_cls.Options):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        _add(defaults, kinds, groups, f.name, default, hints.get(f.name, _kind_of_default(default)), "task", task_cls)
+    for k, default in task_cls.model_defaults.items():
+        _add(defaults, kinds, groups, k, default, model_types.get(k, _kind_of_default(default)), "model", task_cls)
+    return defaults, kinds, groups
+
+
+def _add(defaults, kinds, groups, key, default, kind, group, task_cls):
+    if key in defaults:
+        raise ValueError(f"task {task_cls.name!r}: option {key!r} of the {group} is also a {groups[key]} option")
+    defaults[key], kinds[key], groups[key] = default, kind, group
+
+
+def resolve_options(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The full flat option dict of a run: defaults filled in, every value checked.
+
+    Raises ``ValueError`` for a missing/unknown task, an unknown key (listing the
+    valid keys), a value of the wrong type, or a choice not among the allowed.
+    """
+    if "task" not in options:
+        raise ValueError("options need a 'task'")
+    task_cls = get_task_class(options["task"])
+    defaults, kinds, _ = option_types(task_cls)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for task {task_cls.name!r}; "
+                         f"valid keys: {', '.join(defaults)}")
+    resolved = dict(defaults)
+    for k, v in options.items():
+        resolved[k] = coerce(k, v, kinds[k])
+    for k, allowed in CHOICES.items():
+        if resolved[k] not in allowed:
+            raise ValueError(f"unknown {k} {resolved[k]!r}; allowed: {', '.join(map(repr, allowed))}")
+    for k in _POSITIVE_INT:
+        if resolved[k] <= 0:
+            raise ValueError(f"{k} must be a positive integer, got {resolved[k]!r}")
+    if resolved["seed"] < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {resolved['seed']!r}")
+    if resolved["threads"] is not None and resolved["threads"] <= 0:
+        raise ValueError(f"threads must be a positive integer or null, got {resolved['threads']!r}")
+    for k in ("lr", "weight_decay", "lr_min"):
+        if resolved[k] < 0 or (k == "lr" and resolved[k] == 0):
+            raise ValueError(f"{k} must be {'> 0' if k == 'lr' else '>= 0'}, got {resolved[k]!r}")
+    if resolved["grad_clip"] is not None and resolved["grad_clip"] <= 0:
+        raise ValueError(f"grad_clip must be > 0 or null, got {resolved['grad_clip']!r}")
+    return resolved
+
+
+def split_options(config: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """``(run keys, task options, model options)`` of a resolved flat ``config``."""
+    _, _, groups = option_types(get_task_class(config["task"]))
+    parts: List[Dict[str, Any]] = [{}, {}, {}]
+    index = {"run": 0, "task": 1, "model": 2}
+    for k, v in config.items():
+        parts[index[groups[k]]][k] = v
+    return parts[0], parts[1], parts[2]
