@@ -51,7 +51,7 @@ def fake_pickles(root, dataset, size, n_classes=6, per_class=4, sub=None):
     folder = root / sub if sub else root
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.RandomState(0)
-    for i, (split, name) in enumerate(PICKLE_FILES[dataset].items()):
+    for i, name in enumerate(PICKLE_FILES[dataset].values()):
         labels = [100 * i + c for c in range(n_classes) for _ in range(per_class)]
         data = rng.randint(0, 256, (len(labels), size, size, 3)).astype(np.uint8)
         write_pickle(folder / name, {"data": data, "labels": labels})

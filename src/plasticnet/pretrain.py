@@ -26,11 +26,12 @@ from .data import augment
 from .encoders import encoder_output_size, make_encoder
 
 
-def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", steps: int = 1000,
+def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", channels: int = 64, steps: int = 1000,
                      batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
                      data_dir: str = "", image_size: int = 0, cache_dir: str = "", progress: bool = True) -> dict:
     """Train ``encoder`` + linear head on ``dataset``'s train classes; save the encoder to ``out``.
 
+    ``channels``: the encoder width (the task's ``encoder_channels``).
     Returns ``{"train_accuracy": accuracy of the last 50 batches, "elapsed_s", "path"}``.
     Defaults are the reference's classification pre-training (batch 128, lr 3e-3,
     wd 1e-4, cosine), with fewer steps (the reference: 20,000).
@@ -41,7 +42,10 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", steps
     data = task.data("train")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    kw = {"dropblock_size": 5 if task.image_size >= 64 else 2} if encoder == "resnet12" else {}
+    kw = dict(channels=channels)
+    if encoder == "resnet12":  # widths scaled as the task's encoder_channels does
+        kw = dict(widths=tuple(w * channels // 64 for w in (64, 160, 320, 640)),
+                  dropblock_size=5 if task.image_size >= 64 else 2)
     enc = make_encoder(encoder, task.channels, **kw)
     head = nn.Linear(encoder_output_size(enc, task.channels, task.image_size), data.n_classes)
     model = nn.Sequential(enc, head)
@@ -91,7 +95,8 @@ def load_encoder(encoder: nn.Module, path, name: str, channels: int) -> nn.Modul
 
 
 def _cmd(args) -> int:
-    res = pretrain_encoder(args.out, dataset=args.dataset, encoder=args.encoder, steps=args.steps,
+    res = pretrain_encoder(args.out, dataset=args.dataset, encoder=args.encoder, channels=args.channels,
+                           steps=args.steps,
                            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                            data_dir=args.data_dir or "", image_size=args.image_size)
     print(f"saved {res['path']} (train accuracy {res['train_accuracy']:.3f}, {res['elapsed_s']:.0f} s); "
@@ -104,6 +109,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="glyphs", help="glyphs | omniglot | cifar-fs | mini-imagenet")
     p.add_argument("--encoder", default="conv4", help="conv4 | resnet12")
+    p.add_argument("--channels", type=int, default=64, help="encoder width (the task's encoder_channels)")
     p.add_argument("--out", required=True, help="checkpoint path to write")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=128)

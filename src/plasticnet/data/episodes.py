@@ -59,10 +59,10 @@ def sample_episodes(data: ImageSet, batch_size: int, ways: int, shots: int, quer
     idx = order[offsets[classes][..., None] + pick]  # (B, N, K+Q) image indices
     lab = torch.arange(N).view(1, N, 1).expand(B, N, per)
 
-    def shuffled(i, l):  # (B, N, k) → (B, N·k) in random order per episode
-        i, l = i.reshape(B, -1), l.reshape(B, -1)
-        perm = torch.rand(i.shape, generator=generator).argsort(1)
-        return i.gather(1, perm), l.gather(1, perm)
+    def shuffled(ix, lb):  # (B, N, k) → (B, N·k) in random order per episode
+        ix, lb = ix.reshape(B, -1), lb.reshape(B, -1)
+        perm = torch.rand(ix.shape, generator=generator).argsort(1)
+        return ix.gather(1, perm), lb.gather(1, perm)
 
     s_idx, s_lab = shuffled(idx[..., :shots], lab[..., :shots])
     q_idx, q_lab = shuffled(idx[..., shots:], lab[..., shots:])

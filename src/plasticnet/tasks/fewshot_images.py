@@ -35,6 +35,7 @@ from ..layers import check_choice, check_positive_int
 from ..network import PlasticRNN, matched_hidden_size
 from . import register_task
 from .base import Batch, Task
+from .d23 import plastic_rnn_defaults, plastic_rnn_types
 
 CHANNELS = {"glyphs": 1, "omniglot": 1, "cifar-fs": 3, "mini-imagenet": 3}
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
@@ -96,23 +97,14 @@ class FewShotImages(Task):
     model_defaults = dict(
         encoder="conv4",  # conv4 | resnet12
         encoder_channels=64,  # conv4 width (64); ResNet-12 widths scaled by it/64 (64-160-320-640)
-        hidden_size=0,  # 0: matched_hidden_size(rule, cell, base=hidden_base)
-        hidden_base=256,  # the plastic LSTM's hidden size; others scaled as SPEC §1
+        hidden_base=256,  # hidden_size=None: matched_hidden_size(rule, cell, base=hidden_base) (SPEC §1, §2)
         pretrained="",  # encoder checkpoint from `plasticnet pretrain` ("" → trained from scratch)
         freeze_encoder=True,  # keep a pre-trained encoder fixed (as the reference does)
         drop_rate=0.1,  # ResNet-12 dropout / DropBlock rate
         dropblock_size=0,  # 0: 5 for images ≥ 64 px, else 2 (MetaOptNet)
-        extra_dim=4,
-        modulation=True,
-        inner_lr_mode="random",
-        inner_lr=0.1,
-        inner_decay=0.1,
-        inner_clip=1.0,
-        inner_loss_scale=1 / 64,
-        weight_clip=None,
-        layernorm=False,
-        engine="reference",
+        **plastic_rnn_defaults(),  # hidden_size (None: matched) and every PlasticRNN keyword option
     )
+    model_types = plastic_rnn_types()
     # CPU-sized default (the paper: 40,000 batches of 64 episodes); see the README
     train_defaults = dict(batches=3000, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=5e-4,
                           lr_schedule="cosine", lr_min=1e-4, grad_clip=5.0, val_every=250, val_batches=20)
@@ -187,6 +179,7 @@ class FewShotImages(Task):
         opts.update(model_options)
         check_choice("encoder", opts["encoder"], ENCODERS)
         hidden = opts["hidden_size"] or matched_hidden_size(rule, cell, base=opts["hidden_base"])
+        check_positive_int("hidden_size", hidden)
         c = opts["encoder_channels"]
         check_positive_int("encoder_channels", c)
         kw = dict(channels=c)
@@ -201,8 +194,7 @@ class FewShotImages(Task):
             load_encoder(encoder, opts["pretrained"], name=opts["encoder"], channels=self.channels)
             freeze = bool(opts["freeze_encoder"])
         feature_size = encoder_output_size(encoder, self.channels, self.image_size)
-        rnn_options = {k: opts[k] for k in ("extra_dim", "modulation", "inner_lr_mode", "inner_lr", "inner_decay",
-                                            "inner_clip", "inner_loss_scale", "weight_clip", "layernorm", "engine")}
+        rnn_options = {k: opts[k] for k in plastic_rnn_defaults() if k != "hidden_size"}
         return FewShotImageModel(encoder, feature_size, self.options.ways, hidden, rule=rule, cell=cell,
                                  freeze_encoder=freeze, **rnn_options)
 
