@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "plasticnet.demo",
     "plasticnet.data.show",
     "plasticnet.pretrain",
+    "plasticnet.bench",
 ]
 
 

@@ -32,6 +32,15 @@ class FastWeights(NamedTuple):
     w: Tensor
     b: Optional[Tensor]
 
+    def read(self, x: Tensor) -> Tensor:
+        """The fast part of the layer's output, ``x F + f``: ``(B, in) → (B, out)``."""
+        y = torch.bmm(x.unsqueeze(1), self.w).squeeze(1)
+        return y if self.b is None else y + self.b
+
+    def read_t(self, d: Tensor) -> Tensor:
+        """``F d`` (a gradient sent back through ``F``): ``(B, out) → (B, in)``."""
+        return torch.bmm(self.w, d.unsqueeze(-1)).squeeze(-1)
+
 
 def check_choice(name: str, value, allowed) -> None:
     """Raise ``ValueError`` naming ``value`` and the allowed choices."""
@@ -98,11 +107,14 @@ class PlasticLinear(nn.Module):
 
     def forward(self, x: Tensor, fast: Optional[FastWeights] = None) -> Tensor:
         y = x @ self.weight + self.bias  # (B, out)
-        if fast is not None:
-            y = y + torch.bmm(x.unsqueeze(1), fast.w).squeeze(1)
-            if fast.b is not None:
-                y = y + fast.b
+        if fast is not None:  # FastWeights, or an engine's reader with the same read()
+            y = y + fast.read(x)
         return y
+
+    def backward_input(self, d: Tensor, fast=None) -> Tensor:
+        """``d (W + F)ᵀ``: the gradient ``d (B, out)`` at the output sent to the input ``(B, in)``."""
+        y = d @ self.weight.t()
+        return y if fast is None else y + fast.read_t(d)
 
     def zero_fast(self, batch_size: int, device=None, dtype=None) -> FastWeights:
         """Fast weights at the start of an episode: all zeros."""

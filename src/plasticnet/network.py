@@ -42,10 +42,11 @@ class PlasticState(NamedTuple):
 
     h: ``(B, H)`` hidden state fed to the next step (normalised when LayerNorm is on);
     c: ``(B, H)`` LSTM cell state, ``None`` for the RNN cell;
-    fast: fast weights, ``{layer: FastWeights(w (B, in, out), b (B, out) or None)}``
-    for ``in_fc, h_fc, i_fc, out_fc`` under the reference engine (another
-    engine may hold them in another form: :meth:`PlasticRNN.fast_weights`
-    materialises them); ``None`` for ``rule="none"``.
+    fast: fast weights in the engine's form — ``{layer: FastWeights(w (B, in, out),
+    b (B, out) or None)}`` for ``in_fc, h_fc, i_fc, out_fc`` under the reference
+    engine, a factored history under the fast engine;
+    :meth:`PlasticRNN.fast_weights` materialises them in the first form (and
+    both engines accept a state holding that form); ``None`` for ``rule="none"``.
     """
 
     h: Tensor
@@ -102,8 +103,10 @@ class PlasticRNN(nn.Module):
             into the cell (``x = u_t``), as in the reference's image model
             where a CNN embedding is the cell's input.
         batch_first: ``inputs`` are ``(B, T, I)`` (True) or ``(T, B, I)``.
-        engine: ``"reference"`` (materialised fast weights) or another
-            registered engine computing the same equations.
+        engine: ``"fast"`` (closed-form gradient rule, factored fast
+            weights; the default) or ``"reference"`` (materialised fast
+            weights, autograd for the gradient rule: the oracle). Both compute
+            the same numbers (``tests/test_fast_engine.py``).
 
     Shapes: ``forward(inputs (B, T, I), state) → (outputs (B, T, O), state)``;
     ``step(u_t (B, I), state) → (y_t (B, O), state)``.
@@ -130,7 +133,7 @@ class PlasticRNN(nn.Module):
         cell_init_scale: Optional[float] = None,
         input_layer: bool = True,
         batch_first: bool = True,
-        engine: str = "reference",
+        engine: str = "fast",
     ):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
@@ -186,8 +189,10 @@ class PlasticRNN(nn.Module):
         c = torch.zeros_like(h) if self.cell_type == "lstm" else None
         fast = None
         if self.rule != "none":
-            fast = {k: m.zero_fast(batch_size, device, dtype) for k, m in self.plastic_layers().items()}
-            fast = self._engine.initial_fast(self, fast) if hasattr(self._engine, "initial_fast") else fast
+            if hasattr(self._engine, "zero_fast"):  # the engine's own form of zero fast weights
+                fast = self._engine.zero_fast(self, batch_size, device, dtype)
+            else:
+                fast = {k: m.zero_fast(batch_size, device, dtype) for k, m in self.plastic_layers().items()}
         return PlasticState(h, c, fast)
 
     def make_state(self, h, c, fast) -> PlasticState:

@@ -44,6 +44,15 @@ def internal_loss(z: Tensor, omega: Tensor, scale: float) -> Tensor:
     return scale * (z * omega).square().mean(dim=-1)
 
 
+def internal_loss_grad(z: Tensor, omega: Tensor, scale: float) -> Tensor:
+    """``∂L/∂z = scale · 2·(z ⊙ ω) ⊙ ω / D`` of :func:`internal_loss`: ``(B, D) → (B, D)``.
+
+    The error ``δ`` at out_fc's output from which the gradient rule's closed
+    form back-propagates one step.
+    """
+    return (scale / z.shape[-1]) * (2 * (z * omega)) * omega
+
+
 def modulation_factor(z: Tensor, modulation: bool) -> Tensor:
     """``m_t = 2·sigmoid(z[:, -1])`` if ``modulation`` else ``1``: ``(B, D) → (B,)``."""
     if modulation:

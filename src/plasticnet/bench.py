@@ -1,0 +1,258 @@
+"""``plasticnet bench``: time and peak memory of one training step, per engine.
+
+For each [D23] paper configuration (task shape × cell × rule, B = 64, hidden
+size by :func:`plasticnet.matched_hidden_size`) it measures one training
+step — forward, MSE loss on every step, backward, gradient-norm clip 5 and an
+AdamW (amsgrad) step — for the ``fast`` engine, the ``reference`` engine and
+the non-plastic network of the same configuration (``rule="none"``, its own
+matched size). Inputs and targets are random tensors of the task's shape:
+only the shapes matter for the cost.
+
+How it measures (honest rather than flattering):
+
+- every (configuration, engine) runs in a fresh subprocess, one thread
+  (``torch.set_num_threads(1)``), so runs cannot share caches or allocator pools;
+- time: ``--warmup`` untimed steps, then the mean time of ``--repeats``
+  steps: ``ms_per_step`` is the CPU time of the (single-threaded) process,
+  which the other loads of a shared machine disturb much less than the
+  wall-clock time (also reported, as ``wall_ms_per_step``);
+- memory: the process's peak resident set size (``VmHWM`` of
+  ``/proc/self/status``) reset just before the first step
+  (``/proc/self/clear_refs``), minus the resident size at that moment (model,
+  data and the imported libraries): what the training step itself adds at
+  its peak, as the operating system sees it (so it counts every allocation
+  of PyTorch's CPU allocator, which ``tracemalloc`` cannot see).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+# name: (input size, output size, steps T) — SPEC §2
+TASKS = {
+    "cue-reward": (16, 1, 20),
+    "seq-L20-d20": (3, 1, 60),
+    "seq-L5-d60": (3, 1, 70),
+    "regression-linear": (14, 1, 40),
+    "regression-mlp": (8, 1, 40),
+}
+CELLS = ("rnn", "lstm")
+RULES = ("hebbian", "gradient")
+ENGINES = ("fast", "reference", "none")
+
+
+@dataclass
+class Config:
+    task: str
+    cell: str
+    rule: str  # "none" for the non-plastic network
+    engine: str  # "fast", "reference" or "none"
+    batch_size: int = 64
+    repeats: int = 3
+    warmup: int = 1
+    chunk_size: int = 0  # fast engine's chunk size; 0: its default
+
+
+def _memory_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def measure(cfg: Config) -> dict:
+    """Run ``cfg`` in this process: ``{task, cell, rule, engine, hidden, ms_per_step, peak_mb}``."""
+    import torch
+
+    from .engine.fast import DEFAULT_CHUNK_SIZE, FastEngine
+    from .network import PlasticRNN, matched_hidden_size
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    n_in, n_out, T = TASKS[cfg.task]
+    hidden = matched_hidden_size(cfg.rule, cfg.cell)
+    engine = "fast" if cfg.engine == "none" else cfg.engine
+    net = PlasticRNN(n_in, hidden, n_out, cell=cfg.cell, rule=cfg.rule, engine=engine)
+    if engine == "fast":
+        net._engine = FastEngine(cfg.chunk_size or DEFAULT_CHUNK_SIZE)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0, amsgrad=True)
+    gen = torch.Generator().manual_seed(1)
+    inputs = torch.rand(cfg.batch_size, T, n_in, generator=gen)
+    targets = torch.rand(cfg.batch_size, T, n_out, generator=gen) * 2 - 1
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        out, _ = net(inputs)
+        loss = torch.nn.functional.mse_loss(out, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM) to the current RSS
+        f.write("5")
+    base = _memory_kb("VmRSS")
+    for _ in range(cfg.warmup):
+        train_step()
+    cpu, wall = [], []
+    for _ in range(cfg.repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        train_step()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    peak = _memory_kb("VmHWM") - base
+    return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, hidden=hidden,
+                ms_per_step=1e3 * sum(cpu) / len(cpu), wall_ms_per_step=1e3 * sum(wall) / len(wall),
+                peak_mb=peak / 1024)
+
+
+def reference_memory_estimate_mb(cfg: Config) -> float:
+    """Rough peak of the reference engine's step: ~6 floats per fast-weight entry per step.
+
+    (Measured: 3.1–3.2 GB for cue–reward RNN, B = 64, T = 20, hidden 256.)
+    """
+    from .network import matched_hidden_size
+
+    n_in, n_out, T = TASKS[cfg.task]
+    H = matched_hidden_size(cfg.rule, cfg.cell)
+    G = 4 * H if cfg.cell == "lstm" else H
+    entries = n_in * H + 2 * H * G + H * (n_out + 5)
+    return 6 * 4 * T * cfg.batch_size * entries / 2**20
+
+
+def _available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict:
+    """:func:`measure` in a fresh single-threaded subprocess.
+
+    A reference-engine run whose estimated peak exceeds ``memory_fraction`` of
+    the memory available now is skipped (reported as an error), so a benchmark
+    cannot push a shared machine into swapping or the OOM killer.
+    """
+    if cfg.engine == "reference":
+        need, avail = reference_memory_estimate_mb(cfg), _available_mb()
+        if need > memory_fraction * avail:
+            return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine,
+                        error=f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB available")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "plasticnet.bench", "--child", json.dumps(cfg.__dict__)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, error=f"timeout {timeout}s")
+    if res.returncode != 0:
+        err = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+        return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, error=err)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def configurations(tasks, cells, rules, engines, **kw):
+    """The runs: each (task, cell, rule) for the plastic engines, and the non-plastic net per (task, cell)."""
+    for task in tasks:
+        for cell in cells:
+            for rule in rules:
+                for engine in engines:
+                    if engine != "none":
+                        yield Config(task, cell, rule, engine, **kw)
+            if "none" in engines:
+                yield Config(task, cell, "none", "none", **kw)
+
+
+def table(results) -> str:
+    """Rows (task, cell, rule): ms/step and peak MB per engine, and the ratios."""
+    by = {(r["task"], r["cell"], r["rule"], r["engine"]): r for r in results}
+
+    def get(task, cell, rule, engine, key):
+        r = by.get((task, cell, rule, engine))
+        return None if r is None or "error" in r else r[key]
+
+    def fmt(x, spec):
+        return format(x, spec) if x is not None else "-"
+
+    def ratio(a, b):
+        return a / b if a is not None and b is not None and b > 0 else None
+
+    head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'fast ms':>8s} {'ref ms':>8s} {'none ms':>8s} "
+            f"{'ref/fast':>8s} {'fast/none':>9s} | {'fast MB':>8s} {'ref MB':>8s} {'none MB':>8s} {'ref/fast':>8s}")
+    lines = [head, "-" * len(head)]
+    keys = sorted({(r["task"], r["cell"], r["rule"]) for r in results if r["rule"] != "none"},
+                  key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
+    for task, cell, rule in keys:
+        f_ms, r_ms, n_ms = (get(task, cell, rule if e != "none" else "none", e, "ms_per_step") for e in ENGINES)
+        f_mb, r_mb, n_mb = (get(task, cell, rule if e != "none" else "none", e, "peak_mb") for e in ENGINES)
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {fmt(f_ms, '8.0f')} {fmt(r_ms, '8.0f')} {fmt(n_ms, '8.0f')} "
+                     f"{fmt(ratio(r_ms, f_ms), '7.1f')}x {fmt(ratio(f_ms, n_ms), '8.2f')}x | "
+                     f"{fmt(f_mb, '8.0f')} {fmt(r_mb, '8.0f')} {fmt(n_mb, '8.0f')} {fmt(ratio(r_mb, f_mb), '7.1f')}x")
+    errors = [r for r in results if "error" in r]
+    for r in errors:
+        lines.append(f"error: {r['task']} {r['cell']} {r['rule']} {r['engine']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def _check(name, values, allowed):
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"unknown {name} {v!r}; allowed: {', '.join(map(repr, allowed))}")
+
+
+def _cmd(args) -> int:
+    tasks, cells, rules, engines = (args.tasks.split(","), args.cells.split(","),
+                                    args.rules.split(","), args.engines.split(","))
+    for name, vals, allowed in (("task", tasks, TASKS), ("cell", cells, CELLS), ("rule", rules, RULES),
+                                ("engine", engines, ENGINES)):
+        _check(name, vals, allowed)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    results = []
+    kw = dict(repeats=args.repeats, warmup=args.warmup, batch_size=args.batch_size, chunk_size=args.chunk_size)
+    for cfg in configurations(tasks, cells, rules, engines, **kw):
+        res = run_child(cfg, args.timeout, args.memory_fraction)
+        results.append(res)
+        if args.json:
+            print(json.dumps(res), flush=True)
+        else:
+            msg = res.get("error") or f"{res['ms_per_step']:.0f} ms/step, {res['peak_mb']:.0f} MB"
+            print(f"  {cfg.task} {cfg.cell} {cfg.rule} {cfg.engine}: {msg}", file=sys.stderr, flush=True)
+    print(table(results), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="time and peak memory of a training step: fast vs reference vs non-plastic",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
+    p.add_argument("--cells", default=",".join(CELLS), help="comma-separated: rnn,lstm")
+    p.add_argument("--rules", default=",".join(RULES), help="comma-separated: hebbian,gradient")
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help="comma-separated: fast,reference,none (none = the non-plastic network)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per run (after --warmup)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (they count for the memory peak)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--chunk-size", type=int, default=0, help="fast engine's chunk size (0: its default)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per run before it is abandoned")
+    p.add_argument("--memory-fraction", type=float, default=0.8,
+                   help="skip a reference run whose estimated peak exceeds this fraction of the available memory")
+    p.add_argument("--json", action="store_true", help="one JSON object per run on stdout (table on stderr)")
+    p.set_defaults(func=_cmd)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps(measure(Config(**json.loads(sys.argv[2])))))
+    else:
+        parser = argparse.ArgumentParser(prog="plasticnet")
+        add_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["bench", *sys.argv[1:]])
+        sys.exit(args.func(args))
