@@ -1,13 +1,15 @@
 """Glyphs: an offline, Omniglot-like few-shot dataset rendered from matplotlib's fonts.
 
-Classes are the base letters of many scripts (Latin, Greek, Cyrillic,
-Armenian, Georgian, Hebrew, Arabic, Canadian syllabics, Tifinagh, N'Ko, Lao,
-Lisu, Ogham, Coptic, Old Italic, ...): code points of category L* with no
-Unicode decomposition (so no accented copies) that at least ``MIN_FACES`` of the DejaVu and
-STIX faces shipped inside matplotlib's wheel can draw. A class's "drawings"
-are its renderings in those faces, each with a random stroke width
-(erode / keep / dilate) and a random affine jitter (rotation ±15°, scale,
-shear, shift), like Omniglot's 20 drawers per character.
+Classes are the base letters of 13 scripts (Arabic, Armenian, Canadian
+syllabics, Cyrillic, Georgian, Greek, Hebrew, Lao, Latin, N'Ko, Ogham, Old
+Italic, Tifinagh): code points of category L* with no Unicode decomposition
+(so no accented copies) that at least ``MIN_FACES`` of the DejaVu and STIX
+faces shipped inside matplotlib's wheel can draw; scripts with fewer than
+``MIN_CLASSES`` such letters (or ``MIN_KEPT`` after de-duplication) are left
+out. A class's "drawings" are its renderings in those faces, each with a
+random stroke width (erode / keep / dilate) and a random affine jitter
+(rotation ±15°, scale, shear, shift), like Omniglot's 20 drawers per
+character.
 
 Near-duplicate classes are removed: every class is rendered in its first
 face, fitted to the frame, and a class whose images correlate above
