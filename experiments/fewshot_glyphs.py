@@ -2,7 +2,7 @@
 
 Usage (from the repository root, PYTHONPATH=src):
     python experiments/fewshot_glyphs.py OUT_DIR --pretrained ENC.pt [--rules gradient,hebbian,none]
-        [--cells lstm] [--batches 600] [--episodes 2000]
+        [--cells lstm] [--batches 600] [--episodes 2000] [--set KEY=VALUE ...]
 
 Each run goes through the trainer (run folders under OUT_DIR); its best checkpoint
 is then scored on ``--episodes`` fresh 5-way 1-shot episodes of the *test*
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from plasticnet.config import parse_set
 from plasticnet.train import load_run, train_run
 
 # CPU-sized setting (see README): 20×20 glyphs, conv-4 with 32 channels (pre-trained, frozen),
@@ -52,7 +53,9 @@ def main():
     p.add_argument("--batches", type=int, default=600)
     p.add_argument("--episodes", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run option")
     args = p.parse_args()
+    extra = parse_set(args.set)
     torch.set_num_threads(1)
     out = Path(args.out)
     rows = []
@@ -60,7 +63,7 @@ def main():
         for rule in args.rules.split(","):
             run_dir = out / f"{rule}-{cell}-seed{args.seed}"
             opts = dict(COMMON, rule=rule, cell=cell, batches=args.batches, seed=args.seed,
-                        pretrained=args.pretrained, **RULE_OPTIONS[rule])
+                        pretrained=args.pretrained, **{**RULE_OPTIONS[rule], **extra})
             t0 = time.time()
             summary = train_run(opts, run_dir, resume=True, progress=False)
             acc, ci = test_accuracy(run_dir, args.episodes)

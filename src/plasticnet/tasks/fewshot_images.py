@@ -63,6 +63,11 @@ class FewShotImageModel(nn.Module):
             self.encoder.requires_grad_(False)
             self.encoder.eval()
 
+    @property
+    def hidden_size(self) -> int:
+        """The plastic RNN's hidden size (recorded in a run's config.yaml)."""
+        return self.rnn.hidden_size
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.freeze_encoder:
