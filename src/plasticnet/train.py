@@ -24,13 +24,11 @@ batch, and leaves the last good checkpoint in place.
 
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 import math
-import os
+import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -39,8 +37,12 @@ import yaml
 from torch import nn
 
 from .config import TRAIN_DEFAULTS, parse_set, resolve_options, split_options
+from .runfolder import Metrics, load_checkpoint, read_metrics, save_atomic, tensorboard, write_text_atomic
 from .tasks import make_task, task_names
 from .tasks.base import Batch, Task
+
+__all__ = ["NonFiniteError", "build", "evaluate", "episode_generator", "load_checkpoint", "load_run", "lr_at",
+           "make_optimizer", "read_metrics", "resolved_config", "save_atomic", "train_run", "validation_batches"]
 
 STREAMS = {"train": 0, "val": 1, "test": 2}
 
@@ -75,6 +77,8 @@ def resolved_config(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Task, nn.M
     task, model = build(config)
     for k, v in vars(task.options).items():  # e.g. regression's n=None → the paper's n
         config[k] = v
+    if "hidden_size" in config and config["hidden_size"] is None and hasattr(model, "hidden_size"):
+        config["hidden_size"] = model.hidden_size  # the size matching of SPEC §1, as built
     if config["device"] != "cpu":
         try:
             dev = torch.device(config["device"])
@@ -132,75 +136,8 @@ def evaluate(task: Task, model: nn.Module, batches, device="cpu") -> Dict[str, f
     return {k: v / n for k, v in sums.items()}
 
 
-# ------------------------------------------------------------------ run folder
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then ``os.replace``: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
-    """A checkpoint of this trainer (``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def read_metrics(run_dir) -> list:
-    """Rows of ``metrics.csv`` as dicts of floats (``batch`` as int)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics.csv in {run_dir}")
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "batch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-class _Metrics:
-    """metrics.csv writer: header from the first row, a flush per row."""
-
-    def __init__(self, path: Path, keep_upto: Optional[int]):
-        self.path, self.columns = path, None
-        if keep_upto is not None and path.is_file():  # resuming: drop rows after the checkpoint
-            with open(path, newline="") as f:
-                rows = list(csv.reader(f))
-            if rows:
-                self.columns = rows[0]
-                kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= keep_upto]
-                write_text_atomic(path, "".join(",".join(r) + "\n" for r in kept))
-        elif path.exists():
-            path.unlink()
-
-    def write(self, batch: int, train_loss: float, metrics: Dict[str, float]) -> None:
-        values = {"batch": batch, "train_loss": train_loss, "val_error": metrics["error"]}
-        values.update({f"val_{k}": v for k, v in metrics.items() if k != "error"})
-        if self.columns is None:
-            self.columns = list(values)
-            with open(self.path, "w") as f:
-                f.write(",".join(self.columns) + "\n")
-        with open(self.path, "a") as f:
-            f.write(",".join(_fmt(values.get(c, float("nan"))) for c in self.columns) + "\n")
-
-
-def _fmt(v) -> str:
-    return str(v) if isinstance(v, int) else repr(float(v))
-
-
-def _tensorboard(run_dir: Path, purge_step: Optional[int]):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        warnings.warn("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)", stacklevel=3)
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
-
-
 # ------------------------------------------------------------------ training
-RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches")
+RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches", "engine")
 
 
 def _resume_config(options: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
@@ -218,8 +155,8 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
     """Train one run into ``run_dir``; returns its summary (also ``summary.json``).
 
     ``options``: flat dict with at least ``task`` (see :mod:`plasticnet.config`).
-    ``resume``: continue from ``run_dir/last.pt`` (only ``batches``, ``device``,
-    ``threads``, ``val_batches`` may differ from the saved config; a folder
+    ``resume``: continue from ``run_dir/last.pt`` (only the keys of
+    :data:`RESUME_MAY_CHANGE` may differ from the saved config; a folder
     without ``last.pt`` starts afresh). Without ``resume`` a folder that
     already holds a run is refused.
     """
@@ -255,9 +192,11 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
                 return summary
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)
+    if not resuming and (run_dir / "tb").is_dir():  # events of a run killed before its first checkpoint
+        shutil.rmtree(run_dir / "tb")
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    metrics = _Metrics(run_dir / "metrics.csv", keep_upto=start if resuming else None)
-    tb = _tensorboard(run_dir, purge_step=start + 1 if resuming else None)
+    metrics = Metrics(run_dir / "metrics.csv", keep_upto=start if resuming else None)
+    tb = tensorboard(run_dir, purge_step=start + 1 if resuming else None)
     n_params = sum(p.numel() for p in model.parameters())
 
     def checkpoint(batch: int, val: float) -> Dict[str, Any]:
@@ -280,9 +219,9 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
         improved = vals["error"] < best
         best = min(best, vals["error"])
         ck = checkpoint(batch, vals["error"])
-        save_atomic(ck, last_path)
-        if improved:
+        if improved:  # best before last: a run killed in between re-validates this batch on resume
             save_atomic(ck, best_path)
+        save_atomic(ck, last_path)
         return vals["error"]
 
     def finish(summary: Dict[str, Any]) -> Dict[str, Any]:

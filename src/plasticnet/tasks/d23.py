@@ -103,6 +103,13 @@ class CueReward(D23Task):
     name = "cue-reward"
     train_defaults = {"batches": 20000}
 
+    def metrics(self, outputs: Tensor, batch: Batch) -> Dict[str, float]:
+        """``error``: MSE on all steps (the paper's); ``recall_error``: MSE on the second half,
+        where the reward is not shown and must be recalled."""
+        T = outputs.shape[1]
+        recall = (outputs[:, T // 2:] - batch.targets[:, T // 2:]).square().mean()
+        return {"error": self.loss(outputs, batch).item(), "recall_error": recall.item()}
+
     @dataclass
     class Options:
         n_cues: int = 5  # cues per episode
@@ -214,6 +221,13 @@ class Regression(D23Task):
     @property
     def output_size(self) -> int:
         return 1
+
+    def metrics(self, outputs: Tensor, batch: Batch) -> Dict[str, float]:
+        """``error``: MSE on all steps (the paper's); ``query_error``: MSE on the test points,
+        whose value is not shown and must be inferred."""
+        P = self.options.train_points
+        query = (outputs[:, P:] - batch.targets[:, P:]).square().mean()
+        return {"error": self.loss(outputs, batch).item(), "query_error": query.item()}
 
     def _functions(self, B: int, x: Tensor, g: torch.Generator) -> Tensor:
         """``f(x)`` for a fresh function per episode: ``x (B, T, n) → (B, T)``."""
