@@ -102,7 +102,7 @@ def render(char: str, face: str, canvas: int = CANVAS, fill: float = 0.75) -> to
     centred: float ``(canvas, canvas)`` in [0, 1] (ink = 1); zeros if nothing is drawn."""
     font = _font(face)
     font.clear()
-    font.set_size(canvas, 72)  # an em of `canvas` pixels
+    font.set_size(2 * canvas, 72)  # an em of 2·canvas pixels, downscaled below
     font.set_text(char, 0.0)
     font.draw_glyphs_to_bitmap(antialiased=True)
     img = np.asarray(font.get_image(), dtype=np.float32) / 255.0
