@@ -16,6 +16,8 @@ import sys
 COMMAND_MODULES = [
     "plasticnet.train",
     "plasticnet.demo",
+    "plasticnet.data.show",
+    "plasticnet.pretrain",
     "plasticnet.bench",
     "plasticnet.sweep",
     "plasticnet.report",

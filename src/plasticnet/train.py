@@ -24,6 +24,7 @@ batch, and leaves the last good checkpoint in place.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
@@ -113,8 +114,10 @@ def validation_batches(task: Task, config: Dict[str, Any], stream: str = "val",
                        batches: Optional[int] = None, seed: Optional[int] = None) -> Iterator[Batch]:
     """The held-out episodes: the same ``val_batches`` batches at every call (drawn afresh, not stored)."""
     g = episode_generator(config["seed"] if seed is None else seed, stream)
+    # a task with class splits (few-shot images) draws held-out episodes from its held-out classes
+    split = {"split": stream} if "split" in inspect.signature(task.sample).parameters else {}
     for _ in range(config["val_batches"] if batches is None else batches):
-        yield task.sample(config["batch_size"], g)
+        yield task.sample(config["batch_size"], g, **split)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from typing import Dict, Type
 from .base import Batch, Task, make_options
 
 # modules whose import registers tasks (each a module of this package)
-TASK_MODULES = ["d23", "miconi"]
+TASK_MODULES = ["d23", "miconi", "fewshot_images"]
 
 _REGISTRY: Dict[str, Type[Task]] = {}
 _loaded = False

@@ -1,0 +1,122 @@
+"""CIFAR-FS and miniImageNet in the MetaOptNet pickle format, read safely.
+
+Each split is one pickle holding a dict with ``data`` (uint8 ``N × H × W × 3``)
+and ``labels`` (N class ids); the file names are those of the MetaOptNet /
+Gidaris–Komodakis loaders (also used by the [D23] code):
+
+=============  ======================================================
+CIFAR-FS       ``CIFAR_FS_{train,val,test}.pickle``
+miniImageNet   ``miniImageNet_category_split_train_phase_train.pickle``,
+               ``miniImageNet_category_split_{val,test}.pickle``
+=============  ======================================================
+
+``data_dir`` may be the folder holding the pickles or a parent of it (with a
+``CIFAR_FS`` / ``miniImageNet`` sub-folder). Pickles are read by
+:class:`RestrictedUnpickler`, which builds only numpy arrays and plain
+built-in values: a pickle that asks for any other callable is refused.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import importlib
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .imageset import ImageSet, data_root, from_numpy
+
+PICKLE_FILES = {
+    "cifar-fs": {"train": "CIFAR_FS_train.pickle", "val": "CIFAR_FS_val.pickle", "test": "CIFAR_FS_test.pickle"},
+    "mini-imagenet": {"train": "miniImageNet_category_split_train_phase_train.pickle",
+                      "val": "miniImageNet_category_split_val.pickle",
+                      "test": "miniImageNet_category_split_test.pickle"},
+}
+SUBFOLDERS = {"cifar-fs": ("CIFAR_FS", "CIFAR-FS", "cifar-fs", "cifar_fs"),
+              "mini-imagenet": ("miniImageNet", "mini-imagenet", "mini_imagenet", "miniimagenet")}
+
+_SAFE_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
+                  "bytearray", "bool", "slice", "range"}
+_SAFE_NUMPY = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"),
+               ("", "ndarray"), ("", "dtype")}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for something other than numpy arrays and built-in values."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and built-in values only.
+
+    Allowed globals: the built-in containers and scalars (``list``, ``dict``,
+    ``set``, ``int``, ``str``, ...), ``_codecs.encode`` (bytes in protocol 2),
+    ``numpy.ndarray``, ``numpy.dtype``, numpy's
+    array reconstructors and the ``numpy.dtypes`` classes. Anything else
+    raises :class:`UnsafePickleError` naming the refused global. Python 2
+    pickles (the original MetaOptNet files) are read with ``latin1``.
+    """
+
+    def __init__(self, file, source: str = "pickle"):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
+            return getattr(builtins, name)
+        if module == "_codecs" and name == "encode":  # how protocol 2 stores bytes
+            return codecs.encode
+        if module == "numpy" and ("", name) in _SAFE_NUMPY:
+            return getattr(np, name)
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            return getattr(importlib.import_module("numpy.dtypes"), name)
+        for prefix in ("numpy.core.", "numpy._core."):
+            if module.startswith(prefix) and (module[len(prefix):], name) in _SAFE_NUMPY:
+                sub = module[len(prefix):]
+                for mod in ("numpy._core." + sub, "numpy.core." + sub):
+                    try:
+                        return getattr(importlib.import_module(mod), name)
+                    except (ImportError, AttributeError):
+                        continue
+        raise UnsafePickleError(f"{self.source}: refused to load {module}.{name} — only numpy arrays and "
+                                f"built-in values may appear in a dataset pickle")
+
+
+def safe_load(path) -> object:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler`."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        return RestrictedUnpickler(io.BufferedReader(f), source=str(path)).load()
+
+
+def find_pickle(dataset: str, split: str, data_dir=None) -> Path:
+    """The pickle of ``split`` of ``dataset`` under ``data_dir`` (or ``$PLASTICNET_DATA``)."""
+    files = PICKLE_FILES[dataset]
+    if split not in files:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(map(repr, files))}")
+    root = data_root(data_dir, dataset)
+    name = files[split]
+    candidates = [root / name] + [root / sub / name for sub in SUBFOLDERS[dataset]]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"{dataset} split {split!r}: expected {name!r} in {str(root)!r} "
+                            f"(or in a sub-folder {' / '.join(SUBFOLDERS[dataset])}); "
+                            f"the {dataset} folder holds {', '.join(files.values())}")
+
+
+def load_pickle_split(dataset: str, split: str, data_dir=None) -> ImageSet:
+    """Load ``split`` ∈ {train, val, test} of ``cifar-fs`` or ``mini-imagenet`` as an :class:`ImageSet`."""
+    path = find_pickle(dataset, split, data_dir)
+    obj = safe_load(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict with 'data' and 'labels', got {type(obj).__name__}")
+    obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    if "data" not in obj or "labels" not in obj:
+        raise ValueError(f"{path}: expected keys 'data' and 'labels', found {sorted(map(str, obj))}")
+    data = np.asarray(obj["data"])
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
+        raise ValueError(f"{path}: 'data' must be uint8 N×H×W×3, got {data.dtype} {data.shape}")
+    return from_numpy(data, obj["labels"])

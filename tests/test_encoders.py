@@ -1,0 +1,67 @@
+"""Encoders: output shapes, DropBlock, errors."""
+
+import pytest
+import torch
+
+from plasticnet.encoders import Conv4, DropBlock, ResNet12, encoder_output_size, make_encoder
+
+
+@pytest.mark.parametrize("size,channels,expected", [(28, 1, 64), (32, 3, 256), (84, 3, 1600), (20, 1, 64)])
+def test_conv4_output_shape(size, channels, expected):
+    enc = Conv4(channels)
+    out = enc(torch.randn(2, channels, size, size))
+    assert out.shape == (2, expected)
+    assert encoder_output_size(enc, channels, size) == expected
+
+
+def test_conv4_structure_is_protonet():
+    enc = Conv4(3)
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64] * 4
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules()) == 4
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in enc.modules()) == 4
+
+
+@pytest.mark.parametrize("size,expected", [(32, 640 * 2 * 2), (16, 640)])
+def test_resnet12_output_shape_and_widths(size, expected):
+    enc = ResNet12(3, dropblock_size=2)
+    out = enc(torch.randn(2, 3, size, size))
+    assert out.shape == (2, expected)
+    widths = [b.convs[0].out_channels for b in enc.blocks]
+    assert widths == [64, 160, 320, 640]
+    assert isinstance(enc.blocks[2].drop, DropBlock) and isinstance(enc.blocks[3].drop, DropBlock)
+
+
+def test_resnet12_backward_reaches_first_conv():
+    enc = ResNet12(1, widths=(8, 16, 24, 32), dropblock_size=2)
+    enc(torch.randn(3, 1, 20, 20)).sum().backward()
+    assert enc.blocks[0].convs[0].weight.grad.abs().sum() > 0
+
+
+def test_dropblock_drops_blocks_in_training_only():
+    torch.manual_seed(0)
+    db = DropBlock(drop_rate=0.3, block_size=3)
+    x = torch.ones(4, 8, 12, 12)
+    db.eval()
+    assert torch.equal(db(x), x)
+    db.train()
+    y = db(x)
+    dropped = (y == 0).float().mean().item()
+    assert 0.1 < dropped < 0.5  # about drop_rate of the units
+    assert abs(y.mean().item() - 1.0) < 1e-4  # rescaled to keep the mean
+    # zeros come in blocks: a dropped unit has a dropped neighbour
+    z = (y[0, 0] == 0).float()
+    if z.sum() > 0:
+        nb = torch.nn.functional.max_pool2d(z[None, None], 3, 1, 1)[0, 0] * z
+        assert nb.sum() == z.sum()
+    assert torch.equal(DropBlock(0.0, 3).train()(x), x)
+
+
+def test_make_encoder_errors():
+    with pytest.raises(ValueError, match="unknown encoder 'vgg'.*'conv4'"):
+        make_encoder("vgg")
+    with pytest.raises(ValueError, match="image_size must be >= 16"):
+        encoder_output_size(Conv4(1), 1, 8)
+    with pytest.raises(ValueError, match="drop_rate"):
+        DropBlock(1.5)
