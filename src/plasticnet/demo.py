@@ -6,6 +6,13 @@ three rules of SPEC §1 at the size matching of SPEC §1 — gradient (hidden
 on the CPU, prints a table of validation errors next to the reference
 figure's, and writes the validation curves as a PNG.
 
+``--size quick`` (the default, what ``make demo`` runs) trains the same
+comparison at a quarter of the width — hidden 64 / 64 / 96, base 32 of the
+size matching — for 3,000 batches, which a 2-core laptop CPU finishes in
+minutes; it reproduces the reference's outcome (both plastic rules well
+below the flat non-plastic network) but not its exact values.
+``--size paper`` is the reference figure's configuration.
+
 Reference outcome (one seed, 5,000 batches): validation MSE ≈ 0.062
 (gradient), ≈ 0.063 (Hebbian), ≈ 0.144 (non-plastic, flat from the start);
 the Hebbian curve starts to drop around batch 1,200, the gradient one around
@@ -23,11 +30,20 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .config import parse_set, resolve_options
+from .network import matched_hidden_size
 
 RULES = ("gradient", "hebbian", "none")
 REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches
 DEMO_DEFAULTS = {"task": "cue-reward", "cell": "rnn", "batches": 5000, "val_every": 200,
                  "val_batches": 20}  # 20 held-out batches (1,280 episodes) per validation; the paper uses 100
+SIZES = {"quick": (32, 3000), "paper": (128, 5000)}  # size-matching base, batches
+
+
+def size_options(size: str, rule: str) -> Dict:
+    """``hidden_size`` of ``rule`` (vanilla RNN) at demo size ``quick`` or ``paper``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown demo size {size!r}; allowed: {', '.join(map(repr, SIZES))}")
+    return {"hidden_size": matched_hidden_size(rule, "rnn", base=SIZES[size][0])}
 
 
 def demo_options(rule: str, batches: int, seed: int, extra: Optional[Dict] = None) -> Dict:
@@ -47,15 +63,16 @@ def _train_one(args):
 
 
 def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, seed: int = 0,
-             extra: Optional[Dict] = None, progress: bool = True) -> Dict[str, Dict]:
+             extra: Optional[Dict] = None, progress: bool = True, size: str = "paper") -> Dict[str, Dict]:
     """Train the comparison into ``out/<rule>``; returns ``{rule: summary}``.
 
     ``jobs > 1`` trains the rules in parallel processes (one thread each); the
     progress bars then follow each run's ``metrics.csv`` (every validation).
     """
     out = Path(out)
-    work = [(r, demo_options(r, batches, seed, extra), out / r, 1 if jobs > 1 else None, progress and jobs == 1)
-            for r in rules]
+    threads = 1 if jobs > 1 else None
+    work = [(r, demo_options(r, batches, seed, {**size_options(size, r), **(extra or {})}), out / r, threads,
+             progress and jobs == 1) for r in rules]
     if jobs == 1:
         return dict(_train_one(w) for w in work)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -138,10 +155,12 @@ def _cmd(args) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     extra = parse_set(args.set or [])
+    batches = args.batches if args.batches is not None else SIZES[args.size][1]
     for r in rules:  # refuse bad options before anything trains
-        resolve_options(demo_options(r, args.batches, args.seed, extra))
+        resolve_options(demo_options(r, batches, args.seed, {**size_options(args.size, r), **extra}))
     t0 = time.time()
-    summaries = run_demo(args.out, args.batches, rules, args.jobs, args.seed, extra, progress=not args.quiet)
+    summaries = run_demo(args.out, batches, rules, args.jobs, args.seed, extra, progress=not args.quiet,
+                         size=args.size)
     hidden = {}
     for r in rules:
         config = yaml.safe_load((Path(args.out) / r / "config.yaml").read_text())
@@ -161,7 +180,10 @@ def _cmd(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="cue–reward comparison of gradient / Hebbian / non-plastic RNNs (CPU)",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--batches", type=int, default=5000, help="training batches per rule (reference: 5000)")
+    p.add_argument("--size", choices=sorted(SIZES), default="quick",
+                   help="quick: hidden 64/64/96, 3,000 batches (minutes on a CPU); "
+                        "paper: hidden 256/256/384, 5,000 batches (the reference figure; hours on a CPU)")
+    p.add_argument("--batches", type=int, default=None, help="training batches per rule (default: the size's)")
     p.add_argument("--out", default="runs/demo", help="folder of the run folders and the figure")
     p.add_argument("--rules", default=",".join(RULES), help="comma-separated rules (default: all three)")
     p.add_argument("--jobs", type=int, default=min(len(RULES), os.cpu_count() or 1),
