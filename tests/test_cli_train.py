@@ -3,7 +3,6 @@
 import csv
 
 import pytest
-import torch
 import yaml
 
 from plasticnet.cli import main
@@ -12,12 +11,7 @@ SETS = ["--set", "hidden_size=8", "--set", "batch_size=4", "--set", "val_every=3
         "--set", "seq_length=3", "--set", "delay=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_then_eval(tmp_path, capsys):

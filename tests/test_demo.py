@@ -1,19 +1,12 @@
 """``plasticnet demo``: tiny run in the default suite; the reference reproduction is ``slow``."""
 
 import pytest
-import torch
 import yaml
 
 from plasticnet.cli import main
 from plasticnet.demo import REFERENCE, run_demo
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_command(tmp_path, capsys):

@@ -6,19 +6,13 @@ MSE 1/3 for cue–reward and sequence reproduction (U(−1,1) targets) and
 """
 
 import pytest
-import torch
 
 from plasticnet.train import read_metrics, train_run
 
 TINY = {"cell": "rnn", "hidden_size": 16, "batch_size": 16, "lr": 3e-3, "val_batches": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("options, baseline, bound", [
