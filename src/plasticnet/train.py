@@ -327,7 +327,8 @@ def add_parser(sub) -> None:
                        description="Train one run. Options not given keep the task's paper defaults; "
                                    "--set reaches every trainer, task and model option.")
     p.add_argument("task", help=f"task name ({', '.join(task_names())})")
-    p.add_argument("--rule", help="plasticity rule (gradient, hebbian, none)")
+    p.add_argument("--rule", help="plasticity rule: gradient, hebbian, none for the [D23] tasks; "
+                   "trace, trace-learned, oja, neuromod, neuromod-retro, none for the Miconi tasks")
     p.add_argument("--cell", help="recurrent cell (lstm, rnn)")
     p.add_argument("--batches", type=int, help="training batches (default: the task's paper length)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
