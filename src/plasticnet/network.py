@@ -189,10 +189,7 @@ class PlasticRNN(nn.Module):
         c = torch.zeros_like(h) if self.cell_type == "lstm" else None
         fast = None
         if self.rule != "none":
-            if hasattr(self._engine, "zero_fast"):  # the engine's own form of zero fast weights
-                fast = self._engine.zero_fast(self, batch_size, device, dtype)
-            else:
-                fast = {k: m.zero_fast(batch_size, device, dtype) for k, m in self.plastic_layers().items()}
+            fast = self._engine.zero_fast(self, batch_size, device, dtype)  # in the engine's own form
         return PlasticState(h, c, fast)
 
     def make_state(self, h, c, fast) -> PlasticState:

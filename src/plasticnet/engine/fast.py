@@ -51,6 +51,7 @@ from torch import Tensor
 
 from .. import rules
 from ..layers import FastWeights
+from .base import Engine
 from .factored import FactoredFast, factored_read, fold, materialise
 
 DEFAULT_CHUNK_SIZE = 32
@@ -134,7 +135,7 @@ def gradient_factors(net, u: Tensor, h_prev: Tensor, c_prev: Optional[Tensor], v
     return factors
 
 
-class FastEngine:
+class FastEngine(Engine):
     """Closed-form gradient rule and factored fast weights (see the module docstring).
 
     ``chunk_size``: steps kept in factored form before they are folded into a
@@ -157,7 +158,7 @@ class FastEngine:
     def zero_fast(self, net, batch_size, device, dtype):
         """Zero fast weights: an empty history (materialised zeros under ``weight_clip``)."""
         if net.weight_clip is not None:
-            return {k: m.zero_fast(batch_size, device, dtype) for k, m in net.plastic_layers().items()}
+            return super().zero_fast(net, batch_size, device, dtype)
         return FactoredFast(None, None, None, {}, {}, {}, {})
 
     def fast_weights(self, net, state) -> Dict[str, FastWeights]:
@@ -197,14 +198,6 @@ class FastEngine:
         if net.weight_clip is not None:
             return self._step_materialised(net, u, state, trace)
         return self._step_factored(net, u, state, trace)
-
-    def forward(self, net, inputs, state, trace=None):
-        """Loop :meth:`step` over ``inputs (B, T, I)``; returns ``(B, T, O)`` and the state."""
-        outs = []
-        for t in range(inputs.shape[1]):
-            out, state = self.step(net, inputs[:, t], state, trace)
-            outs.append(out)
-        return torch.stack(outs, dim=1), state
 
     def _factors(self, net, u, state, v, read_t):
         if net.rule == "hebbian":

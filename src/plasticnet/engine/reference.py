@@ -13,9 +13,10 @@ import torch
 
 from .. import rules
 from ..layers import FastWeights
+from .base import Engine
 
 
-class ReferenceEngine:
+class ReferenceEngine(Engine):
     """Runs :class:`~plasticnet.network.PlasticRNN` one step at a time."""
 
     name = "reference"
@@ -30,14 +31,6 @@ class ReferenceEngine:
         if not outer_grad:
             out, new_state = _detach(out), _detach(new_state)
         return out, new_state
-
-    def forward(self, net, inputs, state, trace=None):
-        """Loop :meth:`step` over ``inputs (B, T, I)``; returns ``(B, T, O)`` and the state."""
-        outs = []
-        for t in range(inputs.shape[1]):
-            out, state = self.step(net, inputs[:, t], state, trace)
-            outs.append(out)
-        return torch.stack(outs, dim=1), state
 
     def fast_weights(self, net, state):
         """The materialised fast weights of ``state`` (already materialised here)."""
