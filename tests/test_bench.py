@@ -46,3 +46,42 @@ def test_configurations_and_table():
 def test_bench_cli_rejects_bad_options(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_flop_count_of_the_non_plastic_step_is_its_matrix_multiplies():
+    """rule none, RNN: per step in_fc, h_fc, i_fc, out_fc forward GEMMs, and their backward ones.
+
+    Forward 2·B·Σ in·out per step; backward twice that (input and weight
+    gradients) except where the input needs no gradient: in_fc's input, and
+    h_fc's at the first step (h_0 = 0 is a constant).
+    """
+    B, T, H = 2, 20, 384  # cue-reward: input 16, output 1 (rule none has no extra or modulation units)
+    res = bench.measure(bench.Config("cue-reward", "rnn", "none", "none", batch_size=B, repeats=1, warmup=0))
+    in_fc, h_fc, i_fc, out_fc = 16 * H, H * H, H * H, H * 1
+    per_step = 2 * in_fc + 3 * (h_fc + i_fc + out_fc)
+    expected = 2 * B * (T * per_step - h_fc) / 1e9
+    assert res["gflop_per_step"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_fast_engine_gemm_work_grows_with_the_history():
+    """The factored reads cost ~T²: doubling T (same sizes) more than triples the fast engine's flops."""
+    import torch
+
+    from plasticnet.network import PlasticRNN
+
+    def gflop(T):
+        net = PlasticRNN(3, 16, 1, cell="rnn", rule="hebbian")
+        x = torch.rand(2, T, 3)
+        return bench.step_gflop(lambda: net(x)[0].sum().backward())
+
+    assert gflop(16) > 3 * gflop(8)
+
+
+def test_gemm_rate_and_work_table():
+    assert bench.gemm_rate(rows=64, inner=32, cols=32, repeats=2) > 0
+    rows = [dict(task="cue-reward", cell="rnn", rule="hebbian", engine="fast", ms_per_step=300.0, gflop_per_step=10.0),
+            dict(task="cue-reward", cell="rnn", rule="hebbian", engine="reference", ms_per_step=3e3, gflop_per_step=30.0),
+            dict(task="cue-reward", cell="rnn", rule="none", engine="none", ms_per_step=40.0, gflop_per_step=2.0)]
+    text = bench.work_table(rows, rate=100.0)
+    assert "100 GFLOP/s" in text and "3.0x" in text and "5.00x" in text  # ref/fast and fast/none flops
+    assert " 100 " in text and "3.00x" in text  # floor 10 GFLOP / 100 GFLOP/s = 100 ms; 300 ms is 3× above it

@@ -22,6 +22,15 @@ How it measures (honest rather than flattering):
   data and the imported libraries): what the training step itself adds at
   its peak, as the operating system sees it (so it counts every allocation
   of PyTorch's CPU allocator, which ``tracemalloc`` cannot see).
+- work: ``gflop_per_step``, the matrix-multiply flops (``mm``, ``bmm``,
+  ``addmm``...) of one training step, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` on one more step after the
+  timed ones; and, once per benchmark, ``gemm_gflops``, this machine's
+  single-thread GEMM rate at the shape of the fast engine's factored reads
+  (:func:`gemm_rate`). ``gflop / rate`` is the time the step's GEMMs alone
+  would take at that rate — a floor under ``ms_per_step`` for an engine that
+  does those multiplies — and the flop ratio of two engines bounds their time
+  ratio once both run their GEMMs at the machine's rate (the second table).
 """
 
 from __future__ import annotations
@@ -110,7 +119,38 @@ def measure(cfg: Config) -> dict:
     peak = _memory_kb("VmHWM") - base
     return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, hidden=hidden,
                 ms_per_step=1e3 * sum(cpu) / len(cpu), wall_ms_per_step=1e3 * sum(wall) / len(wall),
-                peak_mb=peak / 1024)
+                peak_mb=peak / 1024, gflop_per_step=step_gflop(train_step))
+
+
+def step_gflop(train_step) -> float:
+    """Matrix-multiply GFLOP of one call of ``train_step`` (``FlopCounterMode``; 2 flops per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step()
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_rate(rows: int = 640, inner: int = 128, cols: int = 512, repeats: int = 50) -> float:
+    """Single-thread float32 GEMM rate of this machine in GFLOP/s, ``(rows, inner) @ (inner, cols)``.
+
+    The default shape is a factored read of the fast engine at cue–reward
+    sizes (B = 64 samples × 10 history steps, LSTM ``h_fc`` 128 → 512).
+    The best of three rounds of ``repeats`` multiplies (CPU time).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, (time.process_time() - t0) / repeats)
+    return 2 * rows * inner * cols / best / 1e9
 
 
 def reference_memory_estimate_mb(cfg: Config) -> float:
@@ -204,6 +244,42 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
+def work_table(results, rate: float) -> str:
+    """Rows (task, cell, rule): GEMM GFLOP per step of each engine, the flop ratios and the fast engine's floor.
+
+    ``floor ms`` = fast GFLOP / ``rate`` (GFLOP/s): what the fast engine's
+    multiplies alone cost at this machine's GEMM rate; ``fast/floor`` is how
+    far the measured step is above it (the rest: element-wise work, memory
+    traffic, per-operation overhead).
+    """
+    by = {(r["task"], r["cell"], r["rule"], r["engine"]): r for r in results if "error" not in r}
+
+    def get(task, cell, rule, engine, key):
+        r = by.get((task, cell, rule, engine))
+        return None if r is None else r.get(key)
+
+    def fmt(x, spec):
+        return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]))
+
+    def ratio(a, b):
+        return a / b if a is not None and b is not None and b > 0 else None
+
+    head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'fast GF':>8s} {'ref GF':>8s} {'none GF':>8s} "
+            f"{'ref/fast':>8s} {'fast/none':>9s} | {'floor ms':>8s} {'fast/floor':>10s}")
+    lines = [f"GEMM work per training step (GFLOP); GEMM rate of this machine, one thread: {rate:.0f} GFLOP/s",
+             head, "-" * len(head)]
+    keys = sorted({(r["task"], r["cell"], r["rule"]) for r in results if r["rule"] != "none"},
+                  key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
+    for task, cell, rule in keys:
+        f_gf, r_gf, n_gf = (get(task, cell, rule if e != "none" else "none", e, "gflop_per_step") for e in ENGINES)
+        f_ms = get(task, cell, rule, "fast", "ms_per_step")
+        floor = None if f_gf is None else 1e3 * f_gf / rate
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {fmt(f_gf, '8.2f')} {fmt(r_gf, '8.2f')} {fmt(n_gf, '8.2f')} "
+                     f"{fmt(ratio(r_gf, f_gf), '7.1f')}x {fmt(ratio(f_gf, n_gf), '8.2f')}x | "
+                     f"{fmt(floor, '8.0f')} {fmt(ratio(f_ms, floor), '9.2f')}x")
+    return "\n".join(lines)
+
+
 def _check(name, values, allowed):
     for v in values:
         if v not in allowed:
@@ -218,17 +294,20 @@ def _cmd(args) -> int:
         _check(name, vals, allowed)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    results = []
+    results, rate = [], gemm_rate()  # the machine's GEMM rate, recorded in every result
     kw = dict(repeats=args.repeats, warmup=args.warmup, batch_size=args.batch_size, chunk_size=args.chunk_size)
     for cfg in configurations(tasks, cells, rules, engines, **kw):
-        res = run_child(cfg, args.timeout, args.memory_fraction)
+        res = {**run_child(cfg, args.timeout, args.memory_fraction), "gemm_gflops": rate}
         results.append(res)
         if args.json:
             print(json.dumps(res), flush=True)
         else:
             msg = res.get("error") or f"{res['ms_per_step']:.0f} ms/step, {res['peak_mb']:.0f} MB"
             print(f"  {cfg.task} {cfg.cell} {cfg.rule} {cfg.engine}: {msg}", file=sys.stderr, flush=True)
-    print(table(results), file=sys.stderr if args.json else sys.stdout)
+    out = sys.stderr if args.json else sys.stdout
+    print(table(results), file=out)
+    print(file=out)
+    print(work_table(results, rate), file=out)
     return 0
 
 
