@@ -80,8 +80,15 @@ def test_fast_engine_gemm_work_grows_with_the_history():
 def test_gemm_rate_and_work_table():
     assert bench.gemm_rate(rows=64, inner=32, cols=32, repeats=2) > 0
     rows = [dict(task="cue-reward", cell="rnn", rule="hebbian", engine="fast", ms_per_step=300.0, gflop_per_step=10.0),
-            dict(task="cue-reward", cell="rnn", rule="hebbian", engine="reference", ms_per_step=3e3, gflop_per_step=30.0),
+            dict(task="cue-reward", cell="rnn", rule="hebbian", engine="reference", ms_per_step=3e3,
+                 gflop_per_step=30.0),
             dict(task="cue-reward", cell="rnn", rule="none", engine="none", ms_per_step=40.0, gflop_per_step=2.0)]
     text = bench.work_table(rows, rate=100.0)
     assert "100 GFLOP/s" in text and "3.0x" in text and "5.00x" in text  # ref/fast and fast/none flops
     assert " 100 " in text and "3.00x" in text  # floor 10 GFLOP / 100 GFLOP/s = 100 ms; 300 ms is 3× above it
+
+
+def test_flop_count_is_none_where_the_counter_cannot_follow_the_step():
+    """The reference engine's gradient rule calls autograd.grad in the forward pass."""
+    res = bench.measure(bench.Config("cue-reward", "rnn", "gradient", "reference", batch_size=2, repeats=1, warmup=0))
+    assert res["ms_per_step"] > 0 and res["gflop_per_step"] is None

@@ -43,6 +43,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 # name: (input size, output size, steps T) — SPEC §2
 TASKS = {
@@ -122,13 +123,21 @@ def measure(cfg: Config) -> dict:
                 peak_mb=peak / 1024, gflop_per_step=step_gflop(train_step))
 
 
-def step_gflop(train_step) -> float:
-    """Matrix-multiply GFLOP of one call of ``train_step`` (``FlopCounterMode``; 2 flops per multiply-add)."""
+def step_gflop(train_step) -> Optional[float]:
+    """Matrix-multiply GFLOP of one call of ``train_step`` (``FlopCounterMode``; 2 flops per multiply-add).
+
+    ``None`` where the counter cannot follow the step: PyTorch 2.13's
+    ``FlopCounterMode`` refuses a step that calls ``autograd.grad`` inside
+    the forward pass (the reference engine's gradient rule).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
-        train_step()
+    try:
+        with counter:
+            train_step()
+    except RuntimeError:
+        return None
     return counter.get_total_flops() / 1e9
 
 
