@@ -5,6 +5,7 @@ The encoder plus a linear head is trained to classify the images of the
 the task's augmentation), then only the encoder is saved. The episodic run
 loads it with ``--set pretrained=PATH`` (and keeps it frozen unless
 ``freeze_encoder=false``), as the reference does with its pre-trained CNNs.
+A ResNet-12's DropBlock rate rises linearly over the first half of the steps.
 
 The checkpoint is a plain dict loadable with ``torch.load(weights_only=True)``:
 ``{"encoder", "channels", "image_size", "dataset", "state_dict", "steps"}``.
