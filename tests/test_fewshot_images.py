@@ -161,6 +161,30 @@ def test_pretrain_save_load_and_freeze(cache, tmp_path):
         task.build_model("hebbian", "lstm", pretrained=str(tmp_path / "missing.pt"))
 
 
+def test_pretrained_resnet12_keeps_its_dropblock_schedule(cache, tmp_path):
+    """Pre-training advances the DropBlock schedule (over half its steps); a checkpoint written
+    before the schedule existed (no ``steps`` buffers) still loads, its schedule starting at 0."""
+    from plasticnet.encoders import DropBlock
+    from plasticnet.pretrain import pretrain_encoder
+
+    out = tmp_path / "res.pt"
+    pretrain_encoder(out, encoder="resnet12", steps=4, batch_size=4, image_size=SIZE, cache_dir=cache,
+                     progress=False, channels=4)
+    ckpt = torch.load(out, weights_only=True)
+    steps = {k: int(v) for k, v in ckpt["state_dict"].items() if k.endswith(".steps")}
+    assert len(steps) == 2 and set(steps.values()) == {4}
+    task = small_task(cache)
+    kw = dict(encoder="resnet12", encoder_channels=4, hidden_base=16, freeze_encoder=False)
+    model = task.build_model("hebbian", "lstm", pretrained=str(out), **kw)
+    blocks = [m for m in model.encoder.modules() if isinstance(m, DropBlock)]
+    assert [int(b.steps) for b in blocks] == [4, 4]
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith(".steps")}
+    torch.save(ckpt, out)
+    model = task.build_model("hebbian", "lstm", pretrained=str(out), **kw)
+    blocks = [m for m in model.encoder.modules() if isinstance(m, DropBlock)]
+    assert [int(b.steps) for b in blocks] == [0, 0]
+
+
 # ---------------------------------------------------------------- trainer
 def test_trainer_validates_on_held_out_classes(cache, tmp_path):
     from plasticnet.train import load_run, train_run, validation_batches
