@@ -65,3 +65,35 @@ def test_make_encoder_errors():
         encoder_output_size(Conv4(1), 1, 8)
     with pytest.raises(ValueError, match="drop_rate"):
         DropBlock(1.5)
+
+
+def test_dropblock_rate_rises_linearly_over_warmup():
+    db = DropBlock(drop_rate=0.3, block_size=3, warmup=10).train()
+    x = torch.ones(2, 4, 12, 12)
+    assert db.current_rate == 0.0
+    assert torch.equal(db(x), x)  # first training batch: rate 0
+    for _ in range(4):
+        db(x)
+    assert int(db.steps) == 5 and abs(db.current_rate - 0.15) < 1e-12
+    db.eval()
+    db(x)  # evaluation does not advance the schedule
+    assert int(db.steps) == 5
+    db.train()
+    for _ in range(10):
+        y = db(x)
+    assert db.current_rate == 0.3 and (y == 0).any()
+    # the schedule position is saved with the weights (a resumed run continues it)
+    fresh = DropBlock(0.3, 3, warmup=10)
+    fresh.load_state_dict(db.state_dict())
+    assert int(fresh.steps) == 15 and fresh.current_rate == 0.3
+    assert DropBlock(0.3, 3).current_rate == 0.3  # warmup 0: fixed rate
+    with pytest.raises(ValueError, match="warmup must be a non-negative integer.*-1"):
+        DropBlock(0.3, 3, warmup=-1)
+
+
+def test_resnet12_passes_the_schedule_to_its_dropblocks():
+    enc = ResNet12(1, widths=(8, 16, 24, 32), drop_rate=0.2, dropblock_size=2, dropblock_warmup=7)
+    blocks = [m for m in enc.modules() if isinstance(m, DropBlock)]
+    assert len(blocks) == 2 and all(b.warmup == 7 and b.drop_rate == 0.2 for b in blocks)
+    enc.train()(torch.randn(2, 1, 16, 16))
+    assert all(int(b.steps) == 1 for b in blocks)

@@ -5,6 +5,7 @@ The encoder plus a linear head is trained to classify the images of the
 the task's augmentation), then only the encoder is saved. The episodic run
 loads it with ``--set pretrained=PATH`` (and keeps it frozen unless
 ``freeze_encoder=false``), as the reference does with its pre-trained CNNs.
+A ResNet-12's DropBlock rate rises linearly over the first half of the steps.
 
 The checkpoint is a plain dict loadable with ``torch.load(weights_only=True)``:
 ``{"encoder", "channels", "image_size", "dataset", "state_dict", "steps"}``.
@@ -45,7 +46,7 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
     kw = dict(channels=channels)
     if encoder == "resnet12":  # widths scaled as the task's encoder_channels does
         kw = dict(widths=tuple(w * channels // 64 for w in (64, 160, 320, 640)),
-                  dropblock_size=5 if task.image_size >= 64 else 2)
+                  dropblock_size=5 if task.image_size >= 64 else 2, dropblock_warmup=steps // 2)
     enc = make_encoder(encoder, task.channels, **kw)
     head = nn.Linear(encoder_output_size(enc, task.channels, task.image_size), data.n_classes)
     model = nn.Sequential(enc, head)
@@ -90,7 +91,11 @@ def load_encoder(encoder: nn.Module, path, name: str, channels: int) -> nn.Modul
     if ckpt.get("encoder") != name or ckpt.get("channels") != channels:
         raise ValueError(f"{path} holds a {ckpt.get('encoder')!r} encoder for {ckpt.get('channels')}-channel "
                          f"images; the model wants {name!r} for {channels}-channel images")
-    encoder.load_state_dict(ckpt["state_dict"])
+    state = dict(ckpt["state_dict"])
+    for key, value in encoder.state_dict().items():  # checkpoints from before the DropBlock schedule
+        if key.endswith(".steps") and key not in state:
+            state[key] = torch.zeros_like(value)
+    encoder.load_state_dict(state)
     return encoder
 
 

@@ -6,7 +6,7 @@ support images, each with its one-hot episode label, in random order; then
 step the model computes::
 
     e_t = relu(proj(encoder(image_t)))          (hidden − N)   CNN embedding
-    u_t = [e_t, onehot_t]                       (hidden)       label, zeros for queries
+    u_t = [e_t, a · onehot_t]                   (hidden)       label (a = label_scale), zeros for queries
     y_t = PlasticRNN(u_t)                       (N)            logits, cell reads u_t directly
 
 The loss is the cross-entropy of the query steps, averaged; the error is
@@ -17,7 +17,47 @@ state and fast weights: the encoder and slow weights are shared by all episodes.
 
 Paper setting: 5-way 1-shot, one query per class, ProtoNet conv-4 or
 ResNet-12, plastic LSTM hidden 256 (size matching of SPEC §1 on base 256),
-40k batches of 64 episodes, AdamW lr 1e-3, wd 5e-4, cosine decay to 1e-4.
+40k batches of 64 episodes, AdamW lr 1e-3, wd 5e-4, cosine decay to 1e-4;
+the label's hot unit is 1 (``label_scale=1``) and the inner rates are
+SPEC §1's (the reference's batch is 64 here too, so ``inner_loss_scale=1/64``
+is its effective per-sample rate).
+
+**Why short runs sit at chance, and the label scale** (measured by
+``experiments/fewshot_diagnose.py``; numbers for the CPU recipe of
+``experiments/fewshot_glyphs.py``). A query is answered only through what the
+support steps wrote into the fast weights (and the cell state). For the
+Hebbian rule the support leaves ``F_i = Σ_s η_s Λ ⊙ (u_s ⊗ post_s)`` in the
+cell's input weights and the query reads ``u_q @ F_i``, a similarity-weighted
+sum of the supports' gate activations ``post_s``; that carries the answer
+only as far as ``post_s`` depends on the support's *label*. The outer
+gradient towards the solution is therefore a product of small factors at
+initialisation:
+
+1. the label's share of the gates: a one-hot of value 1 beside a relu
+   embedding of norm ≈ 14 (pre-trained conv-4, 20 px; ≈ 4 from scratch, ≈ 7
+   in the paper-size default) drives the gates 7 % as much as the
+   embedding (25 %, 13 %);
+2. the fast weights' readout relative to the slow weights: the update is
+   clipped to norm 1 at every support step (clip scale ≈ 0.01), so it is
+   bounded by ``η·|Λ|``: 4 % at the paper's ``η = 0.1`` (Hebbian), 0.04 %
+   for the gradient rule, whose internal-loss gradient (``1/64 · 2z/D``)
+   is tiny and never clipped.
+
+Training sits on the chance plateau until the slow weights have grown these
+factors, and when that happens depends on the seed (the seeds that stayed
+at chance). Under Adam a parameter moves by about ``lr`` per step, so growing
+``Λ`` the ~25× that ``η = 0.1`` needs takes ~10⁴ steps: the paper's 40k
+batches pay for it, a CPU run cannot (after 600 batches at ``η = 0.1``,
+``max |Λ|`` had grown from 1 to 1.4–1.8 and the trained networks answered
+as well with their fast weights switched off). Hence the CPU recipe raises
+the inner rate (3 for both rules, the gradient rule with
+``inner_loss_scale=1``: fast/slow ≈ 1 and 0.6) and the label scale
+(``label_scale=10``: the label's drive ≈ 70 % of the embedding's); with both,
+every plastic LSTM seed tried leaves the plateau within 100–300 batches and
+answers through its fast weights (README; the relu RNNs leave it too but
+spread widely over seeds). The defaults stay the paper's (``label_scale=1``,
+SPEC §1 inner rates): these scales were measured in the CPU recipe only,
+not at the paper's size.
 """
 
 from __future__ import annotations
@@ -98,6 +138,7 @@ class FewShotImages(Task):
         image_size: int = 0  # 0: the dataset's size (glyphs/omniglot 28, cifar-fs 32, mini-imagenet 84)
         augment: str = "auto"  # none | crop | crop-flip | auto (crop-flip for photos, none for glyphs)
         cache_dir: str = ""  # rendered/resized data cache ("" → $PLASTICNET_CACHE or ~/.cache/plasticnet)
+        label_scale: float = 1.0  # value of the one-hot label's hot unit (the paper: 1)
 
     model_defaults = dict(
         encoder="conv4",  # conv4 | resnet12
@@ -107,6 +148,7 @@ class FewShotImages(Task):
         freeze_encoder=True,  # keep a pre-trained encoder fixed (as the reference does)
         drop_rate=0.1,  # ResNet-12 dropout / DropBlock rate
         dropblock_size=0,  # 0: 5 for images ≥ 64 px, else 2 (MetaOptNet)
+        dropblock_warmup=1500,  # batches over which the DropBlock rate rises linearly to drop_rate (0: fixed)
         **plastic_rnn_defaults(),  # hidden_size (None: matched) and every PlasticRNN keyword option
     )
     model_types = plastic_rnn_types()
@@ -121,6 +163,8 @@ class FewShotImages(Task):
         check_choice("augment", o.augment, AUGMENTS)
         for name in ("ways", "shots", "queries"):
             check_positive_int(name, getattr(o, name))
+        if not (isinstance(o.label_scale, (int, float)) and o.label_scale > 0):
+            raise ValueError(f"label_scale must be > 0, got {o.label_scale!r}")
         if o.image_size and o.image_size < 16:
             raise ValueError(f"image_size must be 0 (native) or >= 16, got {o.image_size}")
 
@@ -168,7 +212,7 @@ class FewShotImages(Task):
         if aug is not None:
             images = augment(images.flatten(0, 1), generator, padding=aug[0], flip=aug[1]).view_as(images)
         x = data.normalise(images)  # (B, T, C, H, W) float
-        onehot = F.one_hot(ep.labels, o.ways).float()
+        onehot = F.one_hot(ep.labels, o.ways).float() * o.label_scale
         onehot[:, ep.n_support:] = 0.0  # queries carry no label
         mask = torch.zeros(ep.labels.shape, dtype=torch.bool)
         mask[:, ep.n_support:] = True
@@ -190,7 +234,8 @@ class FewShotImages(Task):
         kw = dict(channels=c)
         if opts["encoder"] == "resnet12":
             kw = dict(widths=tuple(w * c // 64 for w in (64, 160, 320, 640)), drop_rate=opts["drop_rate"],
-                      dropblock_size=opts["dropblock_size"] or (5 if self.image_size >= 64 else 2))
+                      dropblock_size=opts["dropblock_size"] or (5 if self.image_size >= 64 else 2),
+                      dropblock_warmup=opts["dropblock_warmup"])
         encoder = make_encoder(opts["encoder"], self.channels, **kw)
         freeze = False
         if opts["pretrained"]:
