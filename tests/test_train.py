@@ -84,6 +84,20 @@ def test_resume_continues_to_the_same_numbers(tmp_path):
     assert same_weights(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
 
 
+def test_resume_a_run_written_before_an_option_existed(tmp_path):
+    """A key missing from an old config.yaml takes its current default instead of blocking the resume."""
+    opts = small(batches=10)
+    train_run({**opts, "batches": 5}, tmp_path, progress=False)
+    path = tmp_path / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    assert saved.pop("inner_clip") == 1.0  # as if written by a version without that option
+    path.write_text(yaml.safe_dump(saved))
+    train_run({"task": opts["task"], "batches": 10}, tmp_path, resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["batch"] == 10
+    with pytest.raises(ValueError, match=r"inner_clip=2\.0 \(run has 1\.0\)"):  # an explicit other value is refused
+        train_run({"task": opts["task"], "batches": 12, "inner_clip": 2.0}, tmp_path, resume=True, progress=False)
+
+
 def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
     opts = small(rule="gradient", cell="lstm", batches=20, lr_schedule="cosine", lr_min=1e-4)
     train_run(opts, tmp_path / "full", progress=False)

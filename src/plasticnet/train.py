@@ -142,11 +142,13 @@ RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches", "engine")
 
 def _resume_config(options: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # an option added to the library after the run was written takes its current default
+    before = resolve_options(saved)
     merged = resolve_options({**saved, **options})
-    changed = [k for k in merged if k not in RESUME_MAY_CHANGE and merged[k] != saved.get(k)]
+    changed = [k for k in merged if k not in RESUME_MAY_CHANGE and merged[k] != before[k]]
     if changed:
         raise ValueError(f"cannot resume {run_dir} with other options: "
-                         + ", ".join(f"{k}={merged[k]!r} (run has {saved.get(k)!r})" for k in changed)
+                         + ", ".join(f"{k}={merged[k]!r} (run has {before[k]!r})" for k in changed)
                          + f"; only {', '.join(RESUME_MAY_CHANGE)} may change")
     return merged
 
