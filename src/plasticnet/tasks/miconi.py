@@ -155,8 +155,10 @@ class _LabelTask(Task):
 
     model_defaults = {"hidden_size": 2, "gamma": 0.02, "alpha_constraint": "none", "clip": None,
                       "init_std": 0.1}
-    train_defaults = {"rule": "trace", "batches": 3000, "batch_size": 32, "optimizer": "adam", "lr": 0.03,
-                      "lr_schedule": "cosine", "lr_min": 3e-4, "grad_clip": 10.0, "val_every": 200,
+    # 10,000 updates as the 2016 code (it updated once per episode); with 3,000 the
+    # cross-entropy was still falling (README: 0.022 → 0.004 one-shot, 0.020 → 0.002 reversal)
+    train_defaults = {"rule": "trace", "batches": 10000, "batch_size": 32, "optimizer": "adam", "lr": 0.03,
+                      "lr_schedule": "cosine", "lr_min": 3e-4, "grad_clip": 10.0, "val_every": 1000,
                       "val_batches": 20}
 
     def __init__(self, options=None, **kwargs):
