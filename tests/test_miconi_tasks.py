@@ -206,7 +206,7 @@ def test_cli_train_reversal_nonneg(tmp_path):
 @pytest.mark.parametrize("task, extra, below, above", [
     ("pattern-completion", {}, 0.005, None),                         # [M16]: ≈ 0.002 (from ≈ 7)
     ("one-shot-patterns", {}, 0.02, None),                           # [M16]: ≈ 0.001 (from 0.69); seed 0: 0.004
-    ("reversal", {}, 0.02, None),                                    # [M16]: ≈ 0.002 (from 0.62); seed 0: 0.002
+    ("reversal", {}, 0.01, None),                                    # [M16]: ≈ 0.002 (from 0.62); seed 0: 0.001
     ("one-shot-patterns", {"alpha_constraint": "nonneg"}, 0.1, None),
     ("reversal", {"alpha_constraint": "nonneg"}, None, 0.3),         # α ≥ 0 prevents reversal
     ("pattern-memorisation", {}, 0.03, None),                        # 1,000 bits, 2,000 episodes: ~40 min
@@ -217,3 +217,13 @@ def test_full_run(tmp_path, task, extra, below, above):
     err = summary["final_val_error"]
     assert below is None or err < below
     assert above is None or err > above
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_reversal_defaults_succeed_on_every_seed(tmp_path, seed):
+    """Batches of 8 (the reversal default): no seed ends in the all-positive-α
+    trap that caught seed 3 with batches of 32 (README)."""
+    train = pytest.importorskip("plasticnet.train")
+    summary = train.train_run({"task": "reversal", "seed": seed}, tmp_path / "run", progress=False)
+    assert summary["final_val_error"] < 0.01
