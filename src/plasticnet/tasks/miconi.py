@@ -14,12 +14,11 @@ one of its :data:`~plasticnet.hebbian_trace.RULES` (``trace``,
 ``trace-learned``, ``oja``, ``neuromod``, ``neuromod-retro``, ``none``).
 The published code trained one episode per step (batch 1) with a clipped
 RMSprop-like rule for 5,000–10,000 episodes; the defaults here are the
-trainer's Adam on batches of 32 episodes for the [M16] tasks and the
-published single-episode Adam for memorisation, see each task's
+trainer's Adam on batches of 32 (reversal: 8) episodes for the [M16] tasks
+and the published single-episode Adam for memorisation, see each task's
 ``train_defaults``: CPU runs of seconds to minutes (memorisation at 1,000
 bits: about 40 minutes; README, "Hebbian-trace networks (Miconi)", for the
-errors they reach). The model ignores the
-trainer's ``cell`` option.
+errors they reach). The model ignores the trainer's ``cell`` option.
 """
 
 from __future__ import annotations
