@@ -11,6 +11,7 @@ from plasticnet.hebbian_trace import (
     TraceLinear,
     TraceState,
     TwoLayerTraceNet,
+    plastic_read,
     trace_update,
 )
 
@@ -45,6 +46,15 @@ def test_trace_update_equations(rule):
     clipped, _ = trace_update(rule, hebb, elig, x, y, rate, m, clip=0.5)
     torch.testing.assert_close(clipped, want.clamp(-0.5, 0.5))
 
+
+
+def test_plastic_read_value_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    alpha = torch.randn(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    hebb = torch.randn(3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(plastic_read(x, alpha, hebb), torch.einsum("bk,kj,bkj->bj", x, alpha, hebb))
+    assert torch.autograd.gradcheck(plastic_read, (x, alpha, hebb))
 
 def test_trace_update_unknown_rule():
     z = torch.zeros(1, 2, 2)
@@ -153,6 +163,70 @@ def test_bad_options(kwargs, match):
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"\(B, T, 3\)"):
         TraceLinear(3, 3)(torch.zeros(2, 3))
+
+
+
+# ------------------------------------- recurrent net: factored trace form
+def _twin_recurrent(rule, plastic_self, bias=True, size=6):
+    torch.manual_seed(0)
+    kw = dict(rule=rule, gamma=0.3, init_std=0.5, plastic_self=plastic_self, bias=bias)
+    explicit = RecurrentTraceNet(size, trace_form="explicit", **kw).double()
+    factored = RecurrentTraceNet(size, trace_form="factored", **kw).double()
+    factored.load_state_dict(explicit.state_dict())
+    return explicit, factored
+
+
+@pytest.mark.parametrize("rule", ["trace", "trace-learned"])
+@pytest.mark.parametrize("plastic_self, bias", [(False, True), (True, False)])
+def test_factored_trace_form_matches_explicit(rule, plastic_self, bias):
+    """Outputs, final trace, a continued episode and every gradient agree (float64)."""
+    explicit, factored = _twin_recurrent(rule, plastic_self, bias)
+    x = torch.randn(3, 7, 6, dtype=torch.float64)
+    losses = []
+    for net in (explicit, factored):
+        out1, s1 = net(x)
+        out2, s2 = net(x[:, :4], s1)          # continue from a non-zero trace
+        losses.append((out1, s1, out2, s2))
+        (out1.square().sum() + out2.sum() + (s2.hebb * s2.hebb.sign().detach()).sum()).backward()
+    (a1, sa1, a2, sa2), (b1, sb1, b2, sb2) = losses
+    for want, got in [(a1, b1), (sa1.hebb, sb1.hebb), (sa1.h, sb1.h), (a2, b2), (sa2.hebb, sb2.hebb)]:
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert sb1.elig is None and sa1.hebb.abs().sum() > 0
+    for (name, p), q in zip(explicit.named_parameters(), factored.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def _saved_nn_tensors(net, x):
+    """Number of tensors autograd saves for backward with trailing shape (N, N) and a batch dim."""
+    n, count = x.shape[-1], [0]
+
+    def pack(t):
+        if t.dim() == 3 and tuple(t.shape[-2:]) == (n, n):
+            count[0] += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = net(x)
+    out.sum().backward()
+    return count[0]
+
+
+def test_factored_form_keeps_no_per_step_trace_for_backward():
+    explicit, factored = _twin_recurrent("trace-learned", False, size=8)
+    x = torch.randn(2, 6, 8, dtype=torch.float64)  # T < N: (B, t, N) never looks like (B, N, N)
+    assert _saved_nn_tensors(explicit, x) >= 6      # a (B, N, N) tensor per step at least
+    assert _saved_nn_tensors(factored, x) == 0      # only (B, t, N) activity
+
+
+def test_trace_form_choice():
+    assert RecurrentTraceNet(4, rule="trace").factored                  # auto
+    assert not RecurrentTraceNet(4, rule="trace", trace_form="explicit").factored
+    assert not RecurrentTraceNet(4, rule="oja").factored                 # auto falls back
+    assert not RecurrentTraceNet(4, rule="trace", clip=1.0).factored
+    with pytest.raises(ValueError, match="trace_form 'factored' needs rule"):
+        RecurrentTraceNet(4, rule="neuromod", trace_form="factored")
+    with pytest.raises(ValueError, match="trace_form 'fast'.*'explicit'"):
+        RecurrentTraceNet(4, rule="trace", trace_form="fast")
 
 
 # ------------------------------------------------- [M16] recursive gradients

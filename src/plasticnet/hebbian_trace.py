@@ -43,6 +43,12 @@ Three networks share one layer, :class:`TraceLinear`:
 
 All are batched, keep their state in named tuples and store nothing between
 calls: ``forward(inputs (B, T, I), state=None) → (outputs (B, T, O), state)``.
+
+Memory: backpropagating through an episode keeps, per step, one
+``(B, in, out)`` tensor (the trace, read by :func:`plastic_read`; two with a
+clip); the recurrent net's default ``trace_form="auto"`` keeps none for the
+running-average rules (see :class:`RecurrentTraceNet`), which is what makes
+the 1,000-neuron memorisation task fit a CPU.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from .layers import check_choice, check_positive_int
 TRACE_RULES = ("trace", "trace-learned", "oja", "neuromod", "neuromod-retro")
 RULES = ("none",) + TRACE_RULES
 ALPHA_CONSTRAINTS = ("none", "nonneg")
+TRACE_FORMS = ("auto", "explicit", "factored")
 NEUROMOD_RULES = ("neuromod", "neuromod-retro")
 NEUROMOD_CLIP = 2.0  # [M19] code's clip of the neuromodulated trace
 
@@ -88,22 +95,61 @@ def trace_update(rule: str, hebb: Tensor, elig: Optional[Tensor], pre: Tensor, p
     Shapes: ``hebb, elig (B, in, out)``, ``pre (B, in)``, ``post (B, out)``,
     ``m (B, out)`` the modulation (neuromodulated rules), ``rate`` γ or η
     (a float or a 0-d tensor).
+
+    Each rule is written as ``decay ⊙ Hebb + x ⊗ v`` with a per-column
+    ``decay`` and ``v (B, out)`` (e.g. Oja: ``decay = 1 − η·y²``, ``v = η·y``),
+    one ``baddbmm``, so that autograd keeps only the ``(B, in)``/``(B, out)``
+    factors of the outer product, not a ``(B, in, out)`` copy of it.
     """
     x, y = pre.unsqueeze(2), post.unsqueeze(1)  # (B, in, 1), (B, 1, out)
     if rule in ("trace", "trace-learned"):
-        hebb = (1 - rate) * hebb + rate * (x * y)
-    elif rule == "oja":
-        hebb = hebb + rate * y * (x - y * hebb)
+        hebb = torch.baddbmm(hebb * (1 - rate), x, y * rate)
+    elif rule == "oja":  # Hebb + η·y·(x − y·Hebb)
+        hebb = torch.baddbmm(hebb * (1 - rate * y * y), x, y * rate)
     elif rule == "neuromod":
-        hebb = hebb + m.unsqueeze(1) * (x * y)
+        hebb = torch.baddbmm(hebb, x, m.unsqueeze(1) * y)
     elif rule == "neuromod-retro":
         hebb = hebb + m.unsqueeze(1) * elig
-        elig = (1 - rate) * elig + rate * (x * y)
+        elig = torch.baddbmm(elig * (1 - rate), x, y * rate)
     else:
         raise ValueError(f"unknown trace rule {rule!r}; allowed: {', '.join(map(repr, TRACE_RULES))}")
     if clip is not None:
         hebb = hebb.clamp(-clip, clip)
     return hebb, elig
+
+
+class _PlasticRead(torch.autograd.Function):
+    """``x @ (α ⊙ Hebb)`` per sample: ``x (B, in), α (in, out), Hebb (B, in, out) → (B, out)``.
+
+    The same as ``bmm(x, α ⊙ Hebb)``, but the backward pass recomputes
+    ``α ⊙ Hebb`` instead of keeping it: one ``(B, in, out)`` tensor less per
+    step (``Hebb`` itself is the state, kept anyway).
+    """
+
+    @staticmethod
+    def forward(ctx, x, alpha, hebb):
+        ctx.save_for_backward(x, alpha, hebb)
+        return torch.bmm(x.unsqueeze(1), alpha * hebb).squeeze(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, alpha, hebb = ctx.saved_tensors
+        gx = ga = gh = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.bmm(alpha * hebb, g.unsqueeze(2)).squeeze(2)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            xg = x.unsqueeze(2) * g.unsqueeze(1)  # (B, in, out)
+            if ctx.needs_input_grad[1]:
+                ga = (xg * hebb).sum(0)
+            if ctx.needs_input_grad[2]:
+                gh = xg * alpha
+        return gx, ga, gh
+
+
+def plastic_read(x: Tensor, alpha: Tensor, hebb: Tensor) -> Tensor:
+    """``Σ_k x_k α_ki Hebb_ki``: ``x (B, in), α (in, out), Hebb (B, in, out) → (B, out)``."""
+    return _PlasticRead.apply(x, alpha, hebb)
 
 
 class TraceLinear(nn.Module):
@@ -199,7 +245,7 @@ class TraceLinear(nn.Module):
         if not self.plastic:
             return torch.tanh(r), state
         alpha = self.effective_alpha() if alpha is None else alpha
-        r = r + torch.bmm(x.unsqueeze(1), alpha * state.hebb).squeeze(1)  # x @ (α ⊙ Hebb), per sample
+        r = r + plastic_read(x, alpha, state.hebb)  # x @ (α ⊙ Hebb), per sample
         y = torch.tanh(r)
         rate = self.gamma if self.rate is None else self.rate
         m = self.modulation(y) if self.mod_fc is not None else None
@@ -259,18 +305,40 @@ class RecurrentTraceNet(nn.Module):
     weights), so the input size equals the number of neurons ``size``.
 
     Args: ``size``, ``plastic_self`` (False: no plastic self-connections, as
-    in the [M18] code), ``init_std`` (0.01 as in [M18]), and the
-    :class:`TraceLinear` keyword arguments (``rule``, ``gamma``, ``clip``, ...).
+    in the [M18] code), ``init_std`` (0.01 as in [M18]), ``trace_form`` (see
+    below) and the :class:`TraceLinear` keyword arguments (``rule``,
+    ``gamma``, ``clip``, ...).
+
+    ``trace_form``: how the running-average rules (``trace``,
+    ``trace-learned``, no clip) are computed; the result is the same.
+    ``"explicit"`` keeps the ``(B, N, N)`` trace and updates it each step
+    (autograd then stores a few ``(B, N, N)`` tensors per step: ~2 GB per
+    episode at N = 1,000). ``"factored"`` never forms the trace: unrolling
+    ``Hebb_{t−1} = (1−γ)^t·Hebb_init + Σ_{s<t} γ(1−γ)^{t−1−s} x_s ⊗ y_s``
+    (``x_s = h_{s−1}``, ``y_s = h_s``) gives the plastic drive::
+
+        [x_t @ (α ⊙ Hebb_{t−1})]_j = Σ_{s<t} γ(1−γ)^{t−1−s} · y_sj · [(x_t ⊙ x_s) @ α]_j  (+ the Hebb_init term)
+
+    one ``(B·t, N) @ (N, N)`` matmul per step, keeping only ``(B, t, N)``
+    tensors for the backward pass; the final trace is formed once at the end
+    for the returned state. ``"auto"`` (default): factored where it applies.
 
     Shapes: ``forward(inputs (B, T, N), state) → (h (B, T, N), RecurrentTraceState)``.
     """
 
-    def __init__(self, size: int, *, plastic_self: bool = False, init_std: float = 0.01, **layer_kwargs):
+    def __init__(self, size: int, *, plastic_self: bool = False, init_std: float = 0.01,
+                 trace_form: str = "auto", **layer_kwargs):
         super().__init__()
         check_positive_int("size", size)
+        check_choice("trace_form", trace_form, TRACE_FORMS)
         self.size = size
         mask = None if plastic_self else 1.0 - torch.eye(size)
         self.layer = TraceLinear(size, size, init_std=init_std, alpha_mask=mask, **layer_kwargs)
+        factorable = self.layer.rule in ("trace", "trace-learned") and self.layer.clip is None
+        if trace_form == "factored" and not factorable:
+            raise ValueError(f"trace_form 'factored' needs rule 'trace' or 'trace-learned' without clip, "
+                             f"got rule {self.layer.rule!r}, clip {self.layer.clip!r}; use 'explicit' or 'auto'")
+        self.factored = factorable and trace_form != "explicit"
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> RecurrentTraceState:
         ts = self.layer.initial_state(batch_size, device, dtype)
@@ -281,6 +349,8 @@ class RecurrentTraceNet(nn.Module):
     def forward(self, inputs: Tensor, state: Optional[RecurrentTraceState] = None
                 ) -> Tuple[Tensor, RecurrentTraceState]:
         _check_inputs(inputs, self.size)
+        if self.factored:
+            return self._forward_factored(inputs, state)
         if state is None:
             state = self.initial_state(inputs.shape[0], inputs.device, inputs.dtype)
         h, ts = state.h, TraceState(state.hebb, state.elig)
@@ -290,6 +360,40 @@ class RecurrentTraceNet(nn.Module):
             h, ts = self.layer.step(h, ts, drive=inputs[:, t], alpha=alpha)
             hs.append(h)
         return torch.stack(hs, dim=1), RecurrentTraceState(h, ts.hebb, ts.elig)
+
+    def _forward_factored(self, inputs: Tensor, state: Optional[RecurrentTraceState]
+                          ) -> Tuple[Tensor, RecurrentTraceState]:
+        """The ``"factored"`` form of :meth:`forward` (see the class docstring)."""
+        layer = self.layer
+        B, T, N = inputs.shape
+        alpha = layer.effective_alpha()
+        rate = layer.gamma if layer.rate is None else layer.rate
+        keep = 1 - rate
+        drive = inputs if layer.bias is None else inputs + layer.bias
+        if state is None:  # a fresh episode: zero activity and trace
+            h, a_init = inputs.new_zeros(B, N), None
+        else:
+            h, a_init = state.h, alpha * state.hebb  # (B, N, N), read with weight (1 − γ)^t
+        steps = torch.arange(T, device=inputs.device, dtype=inputs.dtype)
+        xs, hs = [], []  # pre- (h_{t−1}) and post-synaptic (h_t) activity of the steps so far
+        for t in range(T):
+            r = h @ layer.weight + drive[:, t]
+            if t:
+                pre, post = torch.stack(xs, 1), torch.stack(hs, 1)              # (B, t, N)
+                coef = rate * keep ** steps[:t].flip(0)                         # γ(1−γ)^{t−1−s}
+                gated = (h.unsqueeze(1) * pre) @ alpha                          # (B, t, N)
+                r = r + (gated * post * coef.unsqueeze(-1)).sum(1)
+            if a_init is not None:
+                r = r + keep ** t * torch.bmm(h.unsqueeze(1), a_init).squeeze(1)
+            xs.append(h)
+            h = torch.tanh(r)
+            hs.append(h)
+        pre, post = torch.stack(xs, 1), torch.stack(hs, 1)
+        coef = rate * keep ** steps.flip(0)
+        hebb = torch.bmm((pre * coef.unsqueeze(-1)).transpose(1, 2), post)       # Hebb_T, (B, N, N)
+        if state is not None:
+            hebb = hebb + keep ** T * state.hebb
+        return post, RecurrentTraceState(h, hebb, None)
 
 
 def _check_inputs(inputs: Tensor, size: int) -> None:
