@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .layers import check_choice
+
 # name: (input size, output size, steps T) — SPEC §2
 TASKS = {
     "cue-reward": (16, 1, 20),
@@ -150,15 +152,19 @@ def gemm_rate(rows: int = 640, inner: int = 128, cols: int = 512, repeats: int =
     """
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.process_time()
-        for _ in range(repeats):
-            a @ b
-        best = min(best, (time.process_time() - t0) / repeats)
+    try:
+        a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+        a @ b
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            for _ in range(repeats):
+                a @ b
+            best = min(best, (time.process_time() - t0) / repeats)
+    finally:
+        torch.set_num_threads(threads)
     return 2 * rows * inner * cols / best / 1e9
 
 
@@ -222,34 +228,46 @@ def configurations(tasks, cells, rules, engines, **kw):
                 yield Config(task, cell, "none", "none", **kw)
 
 
+def _fmt(x, spec: str) -> str:
+    """``x`` formatted by ``spec``, or ``-`` in the same width where it is missing."""
+    return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]))
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def _per_engine(results):
+    """``(keys, get)``: the (task, cell, rule) rows of ``results`` in table order, and
+    ``get(task, cell, rule, key)`` → that field for each of :data:`ENGINES` (``None``
+    where the run is missing, failed or lacks the field; ``none`` is the non-plastic run)."""
+    by = {(r["task"], r["cell"], r["rule"], r["engine"]): r for r in results if "error" not in r}
+    keys = sorted({(r["task"], r["cell"], r["rule"]) for r in results if r["rule"] != "none"},
+                  key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
+
+    def get(task, cell, rule, key):
+        runs = (by.get((task, cell, rule if e != "none" else "none", e)) for e in ENGINES)
+        return tuple(None if r is None else r.get(key) for r in runs)
+
+    return keys, get
+
+
 def table(results) -> str:
     """Rows (task, cell, rule): ms/step and peak MB per engine, and the ratios."""
-    by = {(r["task"], r["cell"], r["rule"], r["engine"]): r for r in results}
-
-    def get(task, cell, rule, engine, key):
-        r = by.get((task, cell, rule, engine))
-        return None if r is None or "error" in r else r[key]
-
-    def fmt(x, spec):
-        return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]))
-
-    def ratio(a, b):
-        return a / b if a is not None and b is not None and b > 0 else None
-
+    keys, get = _per_engine(results)
     head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'fast ms':>8s} {'ref ms':>8s} {'none ms':>8s} "
             f"{'ref/fast':>8s} {'fast/none':>9s} | {'fast MB':>8s} {'ref MB':>8s} {'none MB':>8s} {'ref/fast':>8s}")
     lines = [head, "-" * len(head)]
-    keys = sorted({(r["task"], r["cell"], r["rule"]) for r in results if r["rule"] != "none"},
-                  key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
     for task, cell, rule in keys:
-        f_ms, r_ms, n_ms = (get(task, cell, rule if e != "none" else "none", e, "ms_per_step") for e in ENGINES)
-        f_mb, r_mb, n_mb = (get(task, cell, rule if e != "none" else "none", e, "peak_mb") for e in ENGINES)
-        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {fmt(f_ms, '8.0f')} {fmt(r_ms, '8.0f')} {fmt(n_ms, '8.0f')} "
-                     f"{fmt(ratio(r_ms, f_ms), '7.1f')}x {fmt(ratio(f_ms, n_ms), '8.2f')}x | "
-                     f"{fmt(f_mb, '8.0f')} {fmt(r_mb, '8.0f')} {fmt(n_mb, '8.0f')} {fmt(ratio(r_mb, f_mb), '7.1f')}x")
-    errors = [r for r in results if "error" in r]
-    for r in errors:
-        lines.append(f"error: {r['task']} {r['cell']} {r['rule']} {r['engine']}: {r['error']}")
+        f_ms, r_ms, n_ms = get(task, cell, rule, "ms_per_step")
+        f_mb, r_mb, n_mb = get(task, cell, rule, "peak_mb")
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(f_ms, '8.0f')} {_fmt(r_ms, '8.0f')} {_fmt(n_ms, '8.0f')} "
+                     f"{_fmt(_ratio(r_ms, f_ms), '7.1f')}x {_fmt(_ratio(f_ms, n_ms), '8.2f')}x | "
+                     f"{_fmt(f_mb, '8.0f')} {_fmt(r_mb, '8.0f')} {_fmt(n_mb, '8.0f')} "
+                     f"{_fmt(_ratio(r_mb, f_mb), '7.1f')}x")
+    for r in results:
+        if "error" in r:
+            lines.append(f"error: {r['task']} {r['cell']} {r['rule']} {r['engine']}: {r['error']}")
     return "\n".join(lines)
 
 
@@ -261,38 +279,19 @@ def work_table(results, rate: float) -> str:
     far the measured step is above it (the rest: element-wise work, memory
     traffic, per-operation overhead).
     """
-    by = {(r["task"], r["cell"], r["rule"], r["engine"]): r for r in results if "error" not in r}
-
-    def get(task, cell, rule, engine, key):
-        r = by.get((task, cell, rule, engine))
-        return None if r is None else r.get(key)
-
-    def fmt(x, spec):
-        return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]))
-
-    def ratio(a, b):
-        return a / b if a is not None and b is not None and b > 0 else None
-
+    keys, get = _per_engine(results)
     head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'fast GF':>8s} {'ref GF':>8s} {'none GF':>8s} "
             f"{'ref/fast':>8s} {'fast/none':>9s} | {'floor ms':>8s} {'fast/floor':>10s}")
     lines = [f"GEMM work per training step (GFLOP); GEMM rate of this machine, one thread: {rate:.0f} GFLOP/s",
              head, "-" * len(head)]
-    keys = sorted({(r["task"], r["cell"], r["rule"]) for r in results if r["rule"] != "none"},
-                  key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
     for task, cell, rule in keys:
-        f_gf, r_gf, n_gf = (get(task, cell, rule if e != "none" else "none", e, "gflop_per_step") for e in ENGINES)
-        f_ms = get(task, cell, rule, "fast", "ms_per_step")
+        f_gf, r_gf, n_gf = get(task, cell, rule, "gflop_per_step")
+        f_ms = get(task, cell, rule, "ms_per_step")[0]
         floor = None if f_gf is None else 1e3 * f_gf / rate
-        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {fmt(f_gf, '8.2f')} {fmt(r_gf, '8.2f')} {fmt(n_gf, '8.2f')} "
-                     f"{fmt(ratio(r_gf, f_gf), '7.1f')}x {fmt(ratio(f_gf, n_gf), '8.2f')}x | "
-                     f"{fmt(floor, '8.0f')} {fmt(ratio(f_ms, floor), '9.2f')}x")
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(f_gf, '8.2f')} {_fmt(r_gf, '8.2f')} {_fmt(n_gf, '8.2f')} "
+                     f"{_fmt(_ratio(r_gf, f_gf), '7.1f')}x {_fmt(_ratio(f_gf, n_gf), '8.2f')}x | "
+                     f"{_fmt(floor, '8.0f')} {_fmt(_ratio(f_ms, floor), '9.2f')}x")
     return "\n".join(lines)
-
-
-def _check(name, values, allowed):
-    for v in values:
-        if v not in allowed:
-            raise ValueError(f"unknown {name} {v!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
 def _cmd(args) -> int:
@@ -300,7 +299,8 @@ def _cmd(args) -> int:
                                     args.rules.split(","), args.engines.split(","))
     for name, vals, allowed in (("task", tasks, TASKS), ("cell", cells, CELLS), ("rule", rules, RULES),
                                 ("engine", engines, ENGINES)):
-        _check(name, vals, allowed)
+        for value in vals:
+            check_choice(name, value, allowed)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     results, rate = [], gemm_rate()  # the machine's GEMM rate, recorded in every result
