@@ -58,6 +58,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .engine.factored import factored_read
 from .layers import check_choice, check_positive_int
 
 TRACE_RULES = ("trace", "trace-learned", "oja", "neuromod", "neuromod-retro")
@@ -378,11 +379,10 @@ class RecurrentTraceNet(nn.Module):
         xs, hs = [], []  # pre- (h_{t−1}) and post-synaptic (h_t) activity of the steps so far
         for t in range(T):
             r = h @ layer.weight + drive[:, t]
-            if t:
+            if t:  # Σ_s γ(1−γ)^{t−1−s} y_s ⊙ ((x_t ⊙ x_s) @ α): the fast engine's factored read
                 pre, post = torch.stack(xs, 1), torch.stack(hs, 1)              # (B, t, N)
-                coef = rate * keep ** steps[:t].flip(0)                         # γ(1−γ)^{t−1−s}
-                gated = (h.unsqueeze(1) * pre) @ alpha                          # (B, t, N)
-                r = r + (gated * post * coef.unsqueeze(-1)).sum(1)
+                coef = (rate * keep ** steps[:t].flip(0)).expand(B, t)          # γ(1−γ)^{t−1−s}
+                r = r + factored_read(h, coef, alpha, pre, post)
             if a_init is not None:
                 r = r + keep ** t * torch.bmm(h.unsqueeze(1), a_init).squeeze(1)
             xs.append(h)
