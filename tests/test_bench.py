@@ -8,9 +8,10 @@ from plasticnet import bench
 from plasticnet.cli import main
 
 
-def test_measure_one_tiny_step():
-    res = bench.measure(bench.Config("cue-reward", "rnn", "hebbian", "fast", batch_size=2, repeats=1, warmup=0))
-    assert {"task", "cell", "rule", "engine", "ms_per_step", "peak_mb"} <= set(res)
+@pytest.mark.parametrize("engine", ["fast", "kernel"])
+def test_measure_one_tiny_step(engine):
+    res = bench.measure(bench.Config("cue-reward", "rnn", "hebbian", engine, batch_size=2, repeats=1, warmup=0))
+    assert {"task", "cell", "rule", "engine", "ms_per_step", "peak_mb", "threads"} <= set(res)
     assert res["hidden"] == 256 and res["ms_per_step"] > 0 and res["peak_mb"] >= 0
 
 
@@ -31,17 +32,28 @@ def test_configurations_and_table():
     cfgs = list(bench.configurations(["cue-reward"], ["rnn"], ["hebbian", "gradient"], ["fast", "reference", "none"]))
     assert [(c.rule, c.engine) for c in cfgs] == [("hebbian", "fast"), ("hebbian", "reference"),
                                                   ("gradient", "fast"), ("gradient", "reference"), ("none", "none")]
-    rows = [dict(task="cue-reward", cell="rnn", rule="hebbian", engine="fast", ms_per_step=100.0, peak_mb=50.0),
+    cfgs = list(bench.configurations(["cue-reward"], ["lstm"], ["hebbian"], ["kernel", "none"], threads=(1, 2)))
+    assert [(c.rule, c.engine, c.threads) for c in cfgs] == [("hebbian", "kernel", 1), ("hebbian", "kernel", 2),
+                                                             ("none", "none", 1)]
+    rows = [dict(task="cue-reward", cell="rnn", rule="hebbian", engine="kernel", ms_per_step=100.0, peak_mb=50.0,
+                 wall_ms_per_step=100.0),
+            dict(task="cue-reward", cell="rnn", rule="hebbian", engine="kernel", threads=2, ms_per_step=110.0,
+                 peak_mb=50.0, wall_ms_per_step=62.5),
             dict(task="cue-reward", cell="rnn", rule="hebbian", engine="reference", ms_per_step=3000.0, peak_mb=3000.0),
             dict(task="cue-reward", cell="rnn", rule="none", engine="none", ms_per_step=40.0, peak_mb=30.0)]
     text = bench.table(rows)
-    assert "30.0x" in text and "2.50x" in text and "60.0x" in text
+    assert "30.0x" in text and "2.50x" in text and "60.0x" in text  # ref/kernel time, kernel/none, ref/kernel memory
+    row = text.splitlines()[2].split()
+    assert row[5] == "-"  # the fast engine was not run
+    assert "1.60x" in bench.scaling_table(rows)  # 100 ms on one thread, 62.5 ms on two
+    assert bench.scaling_table(rows[:1]) == ""
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--tasks", "pong"], "unknown task 'pong'"),
     (["--engines", "turbo"], "unknown engine 'turbo'"),
     (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--threads", "1,x"], "--threads must be comma-separated positive integers, got '1,x'"),
 ])
 def test_bench_cli_rejects_bad_options(argv, message, capsys):
     assert main(["bench", *argv]) == 2
@@ -70,11 +82,25 @@ def test_fast_engine_gemm_work_grows_with_the_history():
     from plasticnet.network import PlasticRNN
 
     def gflop(T):
-        net = PlasticRNN(3, 16, 1, cell="rnn", rule="hebbian")
+        net = PlasticRNN(3, 16, 1, cell="rnn", rule="hebbian", engine="fast")
         x = torch.rand(2, T, 3)
         return bench.step_gflop(lambda: net(x)[0].sum().backward())
 
     assert gflop(16) > 3 * gflop(8)
+
+
+def test_kernel_engine_work_grows_linearly():
+    """The kernel engine's only GEMMs are the slow weights' gradients, Σ_t pre ⊗ dpost: linear in T."""
+    import torch
+
+    from plasticnet.network import PlasticRNN
+
+    def gflop(T):
+        net = PlasticRNN(3, 16, 1, cell="rnn", rule="hebbian", engine="kernel")
+        x = torch.rand(2, T, 3)
+        return bench.step_gflop(lambda: net(x)[0].sum().backward())
+
+    assert gflop(16) == pytest.approx(2 * gflop(8), rel=1e-9)
 
 
 def test_gemm_rate_and_work_table():

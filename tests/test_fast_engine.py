@@ -35,19 +35,13 @@ OPTIONS = [
 GRID = [(r, c, o) for r, c in itertools.product(("hebbian", "gradient"), ("rnn", "lstm")) for o in OPTIONS]
 
 
-def make_pair(rule, cell, chunk_size, dtype=torch.float64, seed=0, dense_size=0, **kw):
-    """The same network twice: reference engine and fast engine with ``chunk_size``.
-
-    ``dense_size`` 0: every layer factored; 5: in_fc (5 → 6) materialised
-    (and i_fc without an input layer), the others factored.
-    """
+def make_pair(rule, cell, chunk_size, dtype=torch.float64, seed=0, engine="fast", **kw):
+    """The same network twice: reference engine and ``engine`` (the fast one with ``chunk_size``)."""
     nets = []
-    for engine in ("reference", "fast"):
+    for name in ("reference", engine):
         torch.manual_seed(seed)
-        net = PlasticRNN(5, 6, 2, rule=rule, cell=cell, inner_loss_scale=0.5, engine=engine, **kw).to(dtype)
-        if engine == "fast":
-            net._engine = FastEngine(chunk_size, dense_size)
-        nets.append(net)
+        nets.append(PlasticRNN(5, 6, 2, rule=rule, cell=cell, inner_loss_scale=0.5, engine=name,
+                               chunk_size=chunk_size, **kw).to(dtype))
     return nets
 
 
@@ -85,9 +79,9 @@ def inputs_for(net, B, T, dtype=torch.float64, seed=1):
 
 
 @pytest.mark.parametrize("rule,cell,opts", GRID)
-@pytest.mark.parametrize("T,chunk,dense", [(3, None, 0), (11, 4, 0), (11, 4, 5)])
-def test_fast_equals_reference_float64(rule, cell, opts, T, chunk, dense):
-    ref, fast = make_pair(rule, cell, chunk, dense_size=dense, **opts)
+@pytest.mark.parametrize("T,chunk", [(3, None), (11, 4)])
+def test_fast_equals_reference_float64(rule, cell, opts, T, chunk):
+    ref, fast = make_pair(rule, cell, chunk, **opts)
     inputs = inputs_for(ref, 3, T)
     a, b = run(ref, inputs), run(fast, inputs)
     assert_same(a, b, TOL64)
@@ -98,7 +92,7 @@ def test_fast_equals_reference_float64(rule, cell, opts, T, chunk, dense):
 @pytest.mark.parametrize("rule,cell", list(itertools.product(("hebbian", "gradient"), ("rnn", "lstm"))))
 @pytest.mark.parametrize("T,chunk", [(12, 4), (25, 8), (25, None)])
 def test_long_episodes_and_chunk_boundaries(rule, cell, T, chunk):
-    ref, fast = make_pair(rule, cell, chunk, dense_size=5 if chunk == 8 else 0, layernorm=cell == "lstm")
+    ref, fast = make_pair(rule, cell, chunk, layernorm=cell == "lstm")
     inputs = inputs_for(ref, 2, T)
     assert_same(run(ref, inputs), run(fast, inputs), TOL64)
 
@@ -113,7 +107,7 @@ def test_fast_equals_reference_float32(rule, cell):
 @pytest.mark.parametrize("rule", ("hebbian", "gradient"))
 def test_state_semantics(rule):
     """step() = forward(); episodes continue from a state; a materialised state is accepted."""
-    ref, fast = make_pair(rule, "lstm", 3, dense_size=5)
+    ref, fast = make_pair(rule, "lstm", 3)
     inputs = inputs_for(ref, 2, 7)
     out, state = fast(inputs)
     # step by step
@@ -152,26 +146,22 @@ def test_evaluation_without_grad(rule):
     torch.testing.assert_close(out_f, out_r, **TOL64)
 
 
-def test_fast_is_the_default_engine():
-    assert PlasticRNN(3, 4, 1).engine == "fast"
-
-
 def test_engine_options_are_checked():
     with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
         FastEngine(0)
-    with pytest.raises(ValueError, match="dense_size must be a non-negative integer, got -1"):
-        FastEngine(4, -1)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
+        PlasticRNN(3, 4, 1, engine="fast", chunk_size=0)
 
 
-@pytest.mark.parametrize("rule,cell,opts,dense", [
-    ("hebbian", "rnn", {}, 0), ("gradient", "lstm", {}, 0), ("gradient", "rnn", {"layernorm": True}, 0),
-    ("gradient", "lstm", {"inner_lr_mode": "none"}, 0), ("hebbian", "lstm", {"input_layer": False}, 0),
-    ("gradient", "rnn", {}, 16),  # every layer materialised
+@pytest.mark.parametrize("rule,cell,opts", [
+    ("hebbian", "rnn", {}), ("gradient", "lstm", {}), ("gradient", "rnn", {"layernorm": True}),
+    ("gradient", "lstm", {"inner_lr_mode": "none"}), ("hebbian", "lstm", {"input_layer": False}),
+    ("gradient", "rnn", {"weight_clip": 10.0}),  # the materialised fallback (no clamp acts: no kinks)
 ])
-def test_gradcheck_fast_engine(rule, cell, opts, dense):
+def test_gradcheck_fast_engine(rule, cell, opts):
     torch.manual_seed(0)
-    net = PlasticRNN(3, 3, 2, rule=rule, cell=cell, inner_loss_scale=0.5, **opts).double()
-    net._engine = FastEngine(2, dense)
+    net = PlasticRNN(3, 3, 2, rule=rule, cell=cell, inner_loss_scale=0.5, engine="fast", chunk_size=2,
+                     **opts).double()
     names = [n for n, _ in net.named_parameters()]
     inputs = inputs_for(net, 2, 5).requires_grad_()
 

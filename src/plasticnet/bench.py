@@ -3,15 +3,19 @@
 For each [D23] paper configuration (task shape × cell × rule, B = 64, hidden
 size by :func:`plasticnet.matched_hidden_size`) it measures one training
 step — forward, MSE loss on every step, backward, gradient-norm clip 5 and an
-AdamW (amsgrad) step — for the ``fast`` engine, the ``reference`` engine and
-the non-plastic network of the same configuration (``rule="none"``, its own
-matched size). Inputs and targets are random tensors of the task's shape:
-only the shapes matter for the cost.
+AdamW (amsgrad) step — for the ``kernel``, ``fast`` and ``reference``
+engines and the non-plastic network of the same configuration
+(``rule="none"``, its own matched size), as ratios in the same run.
+Inputs and targets are random tensors of the task's shape: only the shapes
+matter for the cost.
 
 How it measures (honest rather than flattering):
 
 - every (configuration, engine) runs in a fresh subprocess, one thread
   (``torch.set_num_threads(1)``), so runs cannot share caches or allocator pools;
+  ``--threads 1,2`` also runs the kernel engine with 2 threads (its scaling table);
+- the kernel engine's compiled code is loaded (or compiled) in an untimed
+  call before the warm-up steps;
 - time: ``--warmup`` untimed steps, then the mean time of ``--repeats``
   steps: ``ms_per_step`` is the CPU time of the (single-threaded) process,
   which the other loads of a shared machine disturb much less than the
@@ -57,7 +61,7 @@ TASKS = {
 }
 CELLS = ("rnn", "lstm")
 RULES = ("hebbian", "gradient")
-ENGINES = ("fast", "reference", "none")
+ENGINES = ("kernel", "fast", "reference", "none")
 
 
 @dataclass
@@ -65,11 +69,12 @@ class Config:
     task: str
     cell: str
     rule: str  # "none" for the non-plastic network
-    engine: str  # "fast", "reference" or "none"
+    engine: str  # "kernel", "fast", "reference" or "none"
     batch_size: int = 64
     repeats: int = 3
     warmup: int = 1
     chunk_size: int = 0  # fast engine's chunk size; 0: its default
+    threads: int = 1  # torch's (and so the kernel engine's) threads
 
 
 def _memory_kb(field: str) -> int:
@@ -84,17 +89,16 @@ def measure(cfg: Config) -> dict:
     """Run ``cfg`` in this process: ``{task, cell, rule, engine, hidden, ms_per_step, peak_mb}``."""
     import torch
 
-    from .engine.fast import DEFAULT_CHUNK_SIZE, FastEngine
+    from .engine.fast import DEFAULT_CHUNK_SIZE
     from .network import PlasticRNN, matched_hidden_size
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
     n_in, n_out, T = TASKS[cfg.task]
     hidden = matched_hidden_size(cfg.rule, cfg.cell)
     engine = "fast" if cfg.engine == "none" else cfg.engine
-    net = PlasticRNN(n_in, hidden, n_out, cell=cfg.cell, rule=cfg.rule, engine=engine)
-    if engine == "fast":
-        net._engine = FastEngine(cfg.chunk_size or DEFAULT_CHUNK_SIZE)
+    net = PlasticRNN(n_in, hidden, n_out, cell=cfg.cell, rule=cfg.rule, engine=engine,
+                     chunk_size=cfg.chunk_size or DEFAULT_CHUNK_SIZE)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0, amsgrad=True)
     gen = torch.Generator().manual_seed(1)
     inputs = torch.rand(cfg.batch_size, T, n_in, generator=gen)
@@ -108,6 +112,9 @@ def measure(cfg: Config) -> dict:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
 
+    if engine == "kernel":  # load (or compile) the compiled loops outside the measurement
+        net(inputs[:1, :2])[0].sum().backward()
+        opt.zero_grad(set_to_none=True)
     with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM) to the current RSS
         f.write("5")
     base = _memory_kb("VmRSS")
@@ -120,7 +127,7 @@ def measure(cfg: Config) -> dict:
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
     peak = _memory_kb("VmHWM") - base
-    return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, hidden=hidden,
+    return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, hidden=hidden, threads=cfg.threads,
                 ms_per_step=1e3 * sum(cpu) / len(cpu), wall_ms_per_step=1e3 * sum(wall) / len(wall),
                 peak_mb=peak / 1024, gflop_per_step=step_gflop(train_step))
 
@@ -204,7 +211,8 @@ def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict
                         error=f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB available")
     src = str(Path(__file__).resolve().parents[1])  # the child imports this very copy of plasticnet
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path)
+    n = str(cfg.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, NUMBA_NUM_THREADS=n, PYTHONPATH=path)
     cmd = [sys.executable, "-m", "plasticnet.bench", "--child", json.dumps(cfg.__dict__)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -216,14 +224,21 @@ def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def configurations(tasks, cells, rules, engines, **kw):
-    """The runs: each (task, cell, rule) for the plastic engines, and the non-plastic net per (task, cell)."""
+def configurations(tasks, cells, rules, engines, threads=(1,), **kw):
+    """The runs: each (task, cell, rule) for the plastic engines, and the non-plastic net per (task, cell).
+
+    Each thread count of ``threads`` above 1 adds a kernel-engine run (its scaling).
+    """
     for task in tasks:
         for cell in cells:
             for rule in rules:
                 for engine in engines:
                     if engine != "none":
                         yield Config(task, cell, rule, engine, **kw)
+                    if engine == "kernel":
+                        for n in threads:
+                            if n > 1:
+                                yield Config(task, cell, rule, engine, threads=n, **kw)
             if "none" in engines:
                 yield Config(task, cell, "none", "none", **kw)
 
@@ -237,37 +252,60 @@ def _ratio(a, b):
     return a / b if a is not None and b is not None and b > 0 else None
 
 
-def _per_engine(results):
+def _per_engine(results, threads: int = 1):
     """``(keys, get)``: the (task, cell, rule) rows of ``results`` in table order, and
-    ``get(task, cell, rule, key)`` → that field for each of :data:`ENGINES` (``None``
-    where the run is missing, failed or lacks the field; ``none`` is the non-plastic run)."""
-    by = {(r["task"], r["cell"], r["rule"], r["engine"]): r for r in results if "error" not in r}
+    ``get(task, cell, rule, key)`` → that field for each of :data:`ENGINES` at ``threads``
+    (``None`` where the run is missing, failed or lacks the field; ``none`` is the
+    non-plastic run, always at one thread)."""
+    by = {(r["task"], r["cell"], r["rule"], r["engine"], r.get("threads", 1)): r for r in results if "error" not in r}
     keys = sorted({(r["task"], r["cell"], r["rule"]) for r in results if r["rule"] != "none"},
                   key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
 
     def get(task, cell, rule, key):
-        runs = (by.get((task, cell, rule if e != "none" else "none", e)) for e in ENGINES)
+        runs = (by.get((task, cell, "none", e, 1) if e == "none" else (task, cell, rule, e, threads)) for e in ENGINES)
         return tuple(None if r is None else r.get(key) for r in runs)
 
     return keys, get
 
 
 def table(results) -> str:
-    """Rows (task, cell, rule): ms/step and peak MB per engine, and the ratios."""
+    """Rows (task, cell, rule): ms/step and peak MB per engine (one thread), and the ratios.
+
+    ``k/none``, ``f/none``: the kernel's and the fast engine's step over the
+    non-plastic network's; ``ref/k``: the reference engine's time and memory
+    over the kernel's.
+    """
     keys, get = _per_engine(results)
-    head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'fast ms':>8s} {'ref ms':>8s} {'none ms':>8s} "
-            f"{'ref/fast':>8s} {'fast/none':>9s} | {'fast MB':>8s} {'ref MB':>8s} {'none MB':>8s} {'ref/fast':>8s}")
+    head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'kernel':>7s} {'fast':>7s} {'ref':>7s} {'none':>7s} ms "
+            f"{'k/none':>7s} {'f/none':>7s} {'ref/k':>7s} | {'kernel':>7s} {'fast':>7s} {'ref':>7s} MB {'ref/k':>7s}")
     lines = [head, "-" * len(head)]
     for task, cell, rule in keys:
-        f_ms, r_ms, n_ms = get(task, cell, rule, "ms_per_step")
-        f_mb, r_mb, n_mb = get(task, cell, rule, "peak_mb")
-        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(f_ms, '8.0f')} {_fmt(r_ms, '8.0f')} {_fmt(n_ms, '8.0f')} "
-                     f"{_fmt(_ratio(r_ms, f_ms), '7.1f')}x {_fmt(_ratio(f_ms, n_ms), '8.2f')}x | "
-                     f"{_fmt(f_mb, '8.0f')} {_fmt(r_mb, '8.0f')} {_fmt(n_mb, '8.0f')} "
-                     f"{_fmt(_ratio(r_mb, f_mb), '7.1f')}x")
+        k_ms, f_ms, r_ms, n_ms = get(task, cell, rule, "ms_per_step")
+        k_mb, f_mb, r_mb, _ = get(task, cell, rule, "peak_mb")
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(k_ms, '7.0f')} {_fmt(f_ms, '7.0f')} {_fmt(r_ms, '7.0f')} "
+                     f"{_fmt(n_ms, '7.0f')}    {_fmt(_ratio(k_ms, n_ms), '6.2f')}x {_fmt(_ratio(f_ms, n_ms), '6.2f')}x "
+                     f"{_fmt(_ratio(r_ms, k_ms), '6.1f')}x | {_fmt(k_mb, '7.0f')} {_fmt(f_mb, '7.0f')} "
+                     f"{_fmt(r_mb, '7.0f')}    {_fmt(_ratio(r_mb, k_mb), '6.1f')}x")
     for r in results:
         if "error" in r:
             lines.append(f"error: {r['task']} {r['cell']} {r['rule']} {r['engine']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def scaling_table(results) -> str:
+    """Rows (task, cell, rule, threads > 1): the kernel engine's ms/step at 1 and n threads and the speed-up."""
+    rows = sorted({(r["task"], r["cell"], r["rule"], r["threads"]) for r in results
+                   if r["engine"] == "kernel" and r.get("threads", 1) > 1 and "error" not in r},
+                  key=lambda k: (list(TASKS).index(k[0]), k[1], k[2], k[3]))
+    if not rows:
+        return ""
+    head = f"{'task':18s} {'cell':4s} {'rule':8s} | {'threads':>7s} {'1 thread':>9s} {'n threads':>9s} {'speed-up':>8s}"
+    lines = ["Kernel engine, wall ms per step by thread count", head, "-" * len(head)]
+    for task, cell, rule, n in rows:
+        one = _per_engine(results, 1)[1](task, cell, rule, "wall_ms_per_step")[0]
+        many = _per_engine(results, n)[1](task, cell, rule, "wall_ms_per_step")[0]
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {n:7d} {_fmt(one, '9.0f')} {_fmt(many, '9.0f')} "
+                     f"{_fmt(_ratio(one, many), '7.2f')}x")
     return "\n".join(lines)
 
 
@@ -285,8 +323,8 @@ def work_table(results, rate: float) -> str:
     lines = [f"GEMM work per training step (GFLOP); GEMM rate of this machine, one thread: {rate:.0f} GFLOP/s",
              head, "-" * len(head)]
     for task, cell, rule in keys:
-        f_gf, r_gf, n_gf = get(task, cell, rule, "gflop_per_step")
-        f_ms = get(task, cell, rule, "ms_per_step")[0]
+        _, f_gf, r_gf, n_gf = get(task, cell, rule, "gflop_per_step")
+        f_ms = get(task, cell, rule, "ms_per_step")[1]
         floor = None if f_gf is None else 1e3 * f_gf / rate
         lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(f_gf, '8.2f')} {_fmt(r_gf, '8.2f')} {_fmt(n_gf, '8.2f')} "
                      f"{_fmt(_ratio(r_gf, f_gf), '7.1f')}x {_fmt(_ratio(f_gf, n_gf), '8.2f')}x | "
@@ -303,31 +341,43 @@ def _cmd(args) -> int:
             check_choice(name, value, allowed)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        threads = [int(n) for n in args.threads.split(",")]
+    except ValueError:
+        threads = [0]
+    if not threads or min(threads) < 1:
+        raise ValueError(f"--threads must be comma-separated positive integers, got {args.threads!r}")
     results, rate = [], gemm_rate()  # the machine's GEMM rate, recorded in every result
     kw = dict(repeats=args.repeats, warmup=args.warmup, batch_size=args.batch_size, chunk_size=args.chunk_size)
-    for cfg in configurations(tasks, cells, rules, engines, **kw):
+    for cfg in configurations(tasks, cells, rules, engines, threads, **kw):
         res = {**run_child(cfg, args.timeout, args.memory_fraction), "gemm_gflops": rate}
         results.append(res)
         if args.json:
             print(json.dumps(res), flush=True)
         else:
             msg = res.get("error") or f"{res['ms_per_step']:.0f} ms/step, {res['peak_mb']:.0f} MB"
-            print(f"  {cfg.task} {cfg.cell} {cfg.rule} {cfg.engine}: {msg}", file=sys.stderr, flush=True)
+            print(f"  {cfg.task} {cfg.cell} {cfg.rule} {cfg.engine} ({cfg.threads} thr): {msg}", file=sys.stderr,
+                  flush=True)
     out = sys.stderr if args.json else sys.stdout
     print(table(results), file=out)
     print(file=out)
+    scaling = scaling_table(results)
+    if scaling:
+        print(scaling + "\n", file=out)
     print(work_table(results, rate), file=out)
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time and peak memory of a training step: fast vs reference vs non-plastic",
+    p = sub.add_parser("bench", help="time and peak memory of a training step: kernel, fast, reference, non-plastic",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
     p.add_argument("--cells", default=",".join(CELLS), help="comma-separated: rnn,lstm")
     p.add_argument("--rules", default=",".join(RULES), help="comma-separated: hebbian,gradient")
     p.add_argument("--engines", default=",".join(ENGINES),
-                   help="comma-separated: fast,reference,none (none = the non-plastic network)")
+                   help="comma-separated: kernel,fast,reference,none (none = the non-plastic network)")
+    p.add_argument("--threads", default="1",
+                   help="comma-separated thread counts; counts above 1 add kernel-engine runs (its scaling)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per run (after --warmup)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (they count for the memory peak)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -339,11 +389,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_cmd)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(measure(Config(**json.loads(sys.argv[2])))))
-    else:
-        parser = argparse.ArgumentParser(prog="plasticnet")
-        add_parser(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(["bench", *sys.argv[1:]])
-        sys.exit(args.func(args))
+if __name__ == "__main__":  # the measuring child of run_child; users run `plasticnet bench`
+    if len(sys.argv) != 3 or sys.argv[1] != "--child":
+        sys.exit("usage: plasticnet bench [options]  (this module's own entry point is only run_child's --child)")
+    print(json.dumps(measure(Config(**json.loads(sys.argv[2])))))

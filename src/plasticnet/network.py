@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from . import rules
 from .cells import CELL_CLASSES, CELLS, CellOutput
-from .engine import ENGINES, get_engine
+from .engine import ENGINE_CHOICES, get_engine, resolve_engine
 from .layers import INNER_LR_MODES, FastWeights, PlasticLinear, check_choice, check_positive_int
 
 
@@ -103,10 +103,17 @@ class PlasticRNN(nn.Module):
             into the cell (``x = u_t``), as in the reference's image model
             where a CNN embedding is the cell's input.
         batch_first: ``inputs`` are ``(B, T, I)`` (True) or ``(T, B, I)``.
-        engine: ``"fast"`` (closed-form gradient rule, factored fast
-            weights; the default) or ``"reference"`` (materialised fast
-            weights, autograd for the gradient rule: the oracle). Both compute
-            the same numbers (``tests/test_fast_engine.py``).
+        engine: ``"auto"`` (the default: ``"kernel"`` on the CPU, ``"fast"``
+            on other devices), ``"kernel"`` (compiled per-sample loop, cost
+            linear in T; CPU, needs numba), ``"fast"`` (closed-form gradient
+            rule, factored fast weights) or ``"reference"`` (materialised
+            fast weights, autograd for the gradient rule: the oracle). All
+            compute the same numbers (``tests/test_kernel_engine.py``,
+            ``tests/test_fast_engine.py``). ``net.engine`` names the engine in use.
+        chunk_size: the fast engine's steps between folds of its factored
+            history into a materialised ``F`` (``None``: never fold).
+        engine_threads: the kernel engine's threads over the batch (``None``:
+            torch's thread count); results do not depend on it.
 
     Shapes: ``forward(inputs (B, T, I), state) → (outputs (B, T, O), state)``;
     ``step(u_t (B, I), state) → (y_t (B, O), state)``.
@@ -133,7 +140,9 @@ class PlasticRNN(nn.Module):
         cell_init_scale: Optional[float] = None,
         input_layer: bool = True,
         batch_first: bool = True,
-        engine: str = "fast",
+        engine: str = "auto",
+        chunk_size: Optional[int] = 32,
+        engine_threads: Optional[int] = None,
     ):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
@@ -142,7 +151,7 @@ class PlasticRNN(nn.Module):
         check_choice("cell", cell, CELLS)
         check_choice("rule", rule, rules.RULES)
         check_choice("inner_lr_mode", inner_lr_mode, INNER_LR_MODES)
-        check_choice("engine", engine, tuple(ENGINES))
+        check_choice("engine", engine, ENGINE_CHOICES)
         if isinstance(extra_dim, bool) or not isinstance(extra_dim, int) or extra_dim < 0:
             raise ValueError(f"extra_dim must be a non-negative integer, got {extra_dim!r}")
         for name, value in (("inner_clip", inner_clip), ("inner_loss_scale", inner_loss_scale)):
@@ -170,8 +179,16 @@ class PlasticRNN(nn.Module):
         self.layernorm = nn.LayerNorm(hidden_size) if layernorm else None
         self.out_fc = PlasticLinear(hidden_size, self.full_output_size, init_scale=init_scale, **kw)
         self.omega = nn.Parameter(torch.ones(self.full_output_size)) if rule == "gradient" else None
-        self.engine = engine
-        self._engine = get_engine(engine)
+        self.engine_choice, self.engine_options = engine, dict(chunk_size=chunk_size, engine_threads=engine_threads)
+        self.engine = resolve_engine(engine, self.out_fc.weight.device.type)
+        self._engine = get_engine(self.engine, **self.engine_options)
+
+    def _use_engine_for(self, x: Tensor) -> None:
+        """With ``engine="auto"``, switch to the engine for ``x``'s device (``net.engine`` names it)."""
+        if self.engine_choice == "auto":
+            name = resolve_engine("auto", x.device.type)
+            if name != self.engine:
+                self.engine, self._engine = name, get_engine(name, **self.engine_options)
 
     # ------------------------------------------------------------------ state
     def plastic_layers(self) -> Dict[str, PlasticLinear]:
@@ -245,6 +262,7 @@ class PlasticRNN(nn.Module):
         """One step: ``u_t (B, I)`` → ``(y_t (B, O), new state)``."""
         if u_t.dim() != 2 or u_t.shape[-1] != self.input_size:
             raise ValueError(f"u_t must have shape (B, {self.input_size}), got {tuple(u_t.shape)}")
+        self._use_engine_for(u_t)
         state = self._check_state(state, u_t)
         return self._engine.step(self, u_t, state)
 
@@ -261,6 +279,7 @@ class PlasticRNN(nn.Module):
                              f"got {tuple(inputs.shape)}")
         if not self.batch_first:
             inputs = inputs.transpose(0, 1)
+        self._use_engine_for(inputs)
         state = self._check_state(state, inputs[:, 0])
         trace = {} if return_trace and self.rule != "none" else None
         out, state = self._engine.forward(self, inputs, state, trace)

@@ -21,7 +21,7 @@ with the rule's ``G``:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -86,3 +86,57 @@ def plastic_update(fast: Tensor, term: Tensor, rate, eta: Tensor, decay: Tensor,
     if weight_clip is not None:
         new = new.clamp(-weight_clip, weight_clip)
     return new
+
+
+def rate_and_decay(m: Tensor, s: Tensor, p_lr: float, p_wd: float):
+    """``(η, λ) = (p_lr·m·s, p_wd·m)``: the update's rate and decay of each sample, ``(B,)`` each."""
+    return p_lr * m * s, p_wd * m
+
+
+def factored_norm(factors, with_bias: bool) -> Tensor:
+    """‖G‖ of each sample from the factors ``{layer: (pre (B, in), q (B, out))}`` of ``G_w = pre ⊗ q``.
+
+    ``‖p ⊗ q‖² = ‖p‖²‖q‖²``, plus ``‖q‖²`` per layer where the bias gets ``G_b = q``
+    (``with_bias``: the gradient rule): the same number as :func:`update_norm`
+    of the materialised terms.
+    """
+    sq = 0
+    for p, q in factors.values():
+        qq = q.square().sum(-1)
+        sq = sq + p.square().sum(-1) * qq + (qq if with_bias else 0)
+    return torch.sqrt(sq)
+
+
+def layernorm_backward(h: Tensor, d: Tensor, ln: torch.nn.LayerNorm) -> Tensor:
+    """``d (∂ LayerNorm(h)/∂h)``: the gradient ``d`` at the LayerNorm output sent to ``h (B, H)``."""
+    mu = h.mean(-1, keepdim=True)
+    var = (h - mu).square().mean(-1, keepdim=True)
+    rstd = torch.rsqrt(var + ln.eps)
+    n = (h - mu) * rstd
+    dn = d * ln.weight if ln.weight is not None else d
+    return rstd * (dn - dn.mean(-1, keepdim=True) - n * (dn * n).mean(-1, keepdim=True))
+
+
+def gradient_factors(net, u: Tensor, h_prev: Tensor, c_prev: Optional[Tensor], v, read_t) -> Dict:
+    """Closed-form gradient rule: ``{layer: (pre (B, in), δ (B, out))}``, ``G_w = pre ⊗ δ``, ``G_b = δ``.
+
+    ``v`` is the step's :class:`~plasticnet.network.StepValues`; ``read_t(layer, d)``
+    returns ``d (W + F_t)ᵀ`` for that layer.
+    """
+    d_out = internal_loss_grad(v.z, net.omega, net.inner_loss_scale)  # (B, D)
+    factors = {"out_fc": (v.h_next, d_out)}
+    dh = read_t("out_fc", d_out)  # (B, H)
+    if net.layernorm is not None:
+        dh = layernorm_backward(v.cell.h, dh, net.layernorm)
+    if net.cell_type == "rnn":
+        d = dh * (v.cell.h > 0)
+    else:
+        i, f, g, o = v.cell.post.chunk(4, dim=-1)
+        tc = torch.tanh(v.c)
+        dc = dh * o * (1 - tc * tc)
+        d = torch.cat([dc * g * (i * (1 - i)), dc * c_prev * (f * (1 - f)),
+                       dc * i * (1 - g * g), dh * tc * (o * (1 - o))], dim=-1)  # (B, 4H)
+    factors["h_fc"], factors["i_fc"] = (h_prev, d), (v.x, d)
+    if net.in_fc is not None:
+        factors["in_fc"] = (u, read_t("i_fc", d) * (v.x > 0))
+    return factors

@@ -1,19 +1,51 @@
 """Engines: implementations of the same equations of SPEC §1.
 
-``reference`` materialises per-sample fast weights (the oracle); ``fast``
-(the default) computes the same numbers with the gradient rule in closed form
-and factored fast weights. Engines are
-looked up by name, so a faster one can sit behind the same API.
+- ``reference``: materialised per-sample fast weights, autograd for the
+  gradient rule (the oracle of the tests);
+- ``fast``: the gradient rule in closed form, factored fast weights (GEMMs);
+- ``kernel``: a compiled per-sample loop over materialised fast weights whose
+  cost grows linearly with the episode length (needs numba: ``plasticnet[kernel]``).
+
+``engine="auto"`` (:func:`resolve_engine`) picks ``kernel`` on the CPU (``fast``
+where numba is missing, with a one-time warning) and ``fast`` on other devices.
 """
 
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+from . import kernel
 from .fast import FastEngine
+from .kernel import KernelEngine
 from .reference import ReferenceEngine
 
-ENGINES = {"fast": FastEngine, "reference": ReferenceEngine}
+ENGINES = {"kernel": KernelEngine, "fast": FastEngine, "reference": ReferenceEngine}
+ENGINE_CHOICES = ("auto",) + tuple(ENGINES)
+_warned = []
 
 
-def get_engine(name: str):
-    """An instance of the engine called ``name``."""
+def resolve_engine(name: str, device_type: str = "cpu") -> str:
+    """The engine ``name`` stands for on a device of type ``device_type`` (``"auto"`` resolved)."""
+    if name != "auto":
+        return name
+    if device_type != "cpu":
+        return "fast"  # its work is GEMMs, the kernel is CPU-only
+    if kernel.available():
+        return "kernel"
+    if not _warned:
+        _warned.append(True)
+        warnings.warn(f"plasticnet: the kernel engine is unavailable ({kernel.IMPORT_ERROR}); engine='auto' uses "
+                      "the fast engine (pip install 'plasticnet[kernel]' for the kernel engine)", stacklevel=3)
+    return "fast"
+
+
+def get_engine(name: str, chunk_size: Optional[int] = 32, engine_threads: Optional[int] = None):
+    """An instance of the engine called ``name`` (not ``"auto"``: see :func:`resolve_engine`) with its options."""
     if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; allowed: {', '.join(map(repr, ENGINES))}")
-    return ENGINES[name]()
+        raise ValueError(f"unknown engine {name!r}; allowed: {', '.join(map(repr, ENGINE_CHOICES))}")
+    if name == "fast":
+        return FastEngine(chunk_size)
+    if name == "kernel":
+        return KernelEngine(engine_threads)
+    return ReferenceEngine()

@@ -5,7 +5,7 @@ weight per layer per step in the autograd graph, and the gradient rule takes
 ``G = ∂L_t/∂F_t`` by ``autograd.grad(create_graph=True)`` (a double backward).
 This engine computes the same numbers another way:
 
-- **the gradient rule in closed form** (:func:`gradient_factors`). With the
+- **the gradient rule in closed form** (:func:`plasticnet.rules.gradient_factors`). With the
   internal loss ``L = scale · mean_d((z ⊙ ω)²)``, one manual backward step
   gives every plastic tensor's ``G`` as ``pre ⊗ δ`` (weights) and ``δ``
   (biases)::
@@ -28,10 +28,7 @@ This engine computes the same numbers another way:
   reproduction T = 60, B = 64): chunk 8 / 16 / 32 / never — RNN Hebbian
   1.91 / 1.77 / 1.85 / 2.22 s, LSTM gradient 3.88 / 3.69 / 3.47 / 3.90 s:
   a flat optimum between 16 and 32, so ``chunk_size = 32`` (episodes of up
-  to 32 steps, like cue–reward, never fold). ``dense_size``: layers whose
-  ``in`` or ``out`` is at most this are kept materialised instead (the
-  reference's update); it gained ≤ 5 % in those runs and cost memory, so
-  the default is 0 (every layer factored).
+  to 32 steps, like cue–reward, never fold).
 - **fallback**: ``weight_clip`` clamps every fast weight after every update,
   which no sum of rank-one terms can express, so with ``weight_clip`` set the
   fast weights are kept materialised as in the reference engine (still with
@@ -55,7 +52,6 @@ from .base import Engine
 from .factored import FactoredFast, factored_read, fold, materialise
 
 DEFAULT_CHUNK_SIZE = 32
-DEFAULT_DENSE_SIZE = 0
 
 
 class _Reader:
@@ -94,45 +90,8 @@ class _Reader:
 
 
 def _reader(fast: FactoredFast, k: str, lam) -> _Reader:
-    if k in fast.dense:
-        return _Reader(fast.dense[k], None, None, None, None, None, fast.bias.get(k))
     base = fast.base[k] if fast.base is not None else None
     return _Reader(base, fast.decay, fast.coef, lam, fast.pre.get(k), fast.post.get(k), fast.bias.get(k))
-
-
-def layernorm_backward(h: Tensor, d: Tensor, ln: torch.nn.LayerNorm) -> Tensor:
-    """``d (∂ LayerNorm(h)/∂h)``: the gradient ``d`` at the LayerNorm output sent to ``h (B, H)``."""
-    mu = h.mean(-1, keepdim=True)
-    var = (h - mu).square().mean(-1, keepdim=True)
-    rstd = torch.rsqrt(var + ln.eps)
-    n = (h - mu) * rstd
-    dn = d * ln.weight if ln.weight is not None else d
-    return rstd * (dn - dn.mean(-1, keepdim=True) - n * (dn * n).mean(-1, keepdim=True))
-
-
-def gradient_factors(net, u: Tensor, h_prev: Tensor, c_prev: Optional[Tensor], v, read_t) -> Dict:
-    """Closed-form gradient rule: ``{layer: (pre (B, in), δ (B, out))}``, ``G_w = pre ⊗ δ``, ``G_b = δ``.
-
-    ``v`` is the step's :class:`~plasticnet.network.StepValues`; ``read_t(layer, d)``
-    returns ``d (W + F_t)ᵀ`` for that layer.
-    """
-    d_out = rules.internal_loss_grad(v.z, net.omega, net.inner_loss_scale)  # (B, D)
-    factors = {"out_fc": (v.h_next, d_out)}
-    dh = read_t("out_fc", d_out)  # (B, H)
-    if net.layernorm is not None:
-        dh = layernorm_backward(v.cell.h, dh, net.layernorm)
-    if net.cell_type == "rnn":
-        d = dh * (v.cell.h > 0)
-    else:
-        i, f, g, o = v.cell.post.chunk(4, dim=-1)
-        tc = torch.tanh(v.c)
-        dc = dh * o * (1 - tc * tc)
-        d = torch.cat([dc * g * (i * (1 - i)), dc * c_prev * (f * (1 - f)),
-                       dc * i * (1 - g * g), dh * tc * (o * (1 - o))], dim=-1)  # (B, 4H)
-    factors["h_fc"], factors["i_fc"] = (h_prev, d), (v.x, d)
-    if net.in_fc is not None:
-        factors["in_fc"] = (u, read_t("i_fc", d) * (v.x > 0))
-    return factors
 
 
 class FastEngine(Engine):
@@ -144,15 +103,11 @@ class FastEngine(Engine):
 
     name = "fast"
 
-    def __init__(self, chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE, dense_size: int = DEFAULT_DENSE_SIZE):
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    def __init__(self, chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE):
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-        if not isinstance(dense_size, int) or dense_size < 0:
-            raise ValueError(f"dense_size must be a non-negative integer, got {dense_size!r}")
-        self.chunk_size, self.dense_size = chunk_size, dense_size
-
-    def _dense(self, layer) -> bool:
-        return min(layer.in_features, layer.out_features) <= self.dense_size
+        self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------ state
     def zero_fast(self, net, batch_size, device, dtype):
@@ -183,11 +138,9 @@ class FastEngine(Engine):
     def _factored(self, net, fast):
         if isinstance(fast, FactoredFast):
             return fast
-        layers = net.plastic_layers()
-        base = {k: fw.w for k, fw in fast.items() if not self._dense(layers[k])}
-        dense = {k: fw.w for k, fw in fast.items() if self._dense(layers[k])}
+        base = {k: fw.w for k, fw in fast.items()}
         bias = {k: fw.b for k, fw in fast.items() if fw.b is not None}
-        return FactoredFast(base or None, None, None, {}, {}, bias, dense)
+        return FactoredFast(base or None, None, None, {}, {}, bias, {})
 
     # ---------------------------------------------------------------- running
     def step(self, net, u, state, trace=None):
@@ -202,7 +155,7 @@ class FastEngine(Engine):
     def _factors(self, net, u, state, v, read_t):
         if net.rule == "hebbian":
             return net.hebbian_pre_post(u, state.h, v)
-        return gradient_factors(net, u, state.h, state.c, v, read_t)
+        return rules.gradient_factors(net, u, state.h, state.c, v, read_t)
 
     def _step_factored(self, net, u, state, trace):
         fast = self._factored(net, state.fast)
@@ -216,24 +169,16 @@ class FastEngine(Engine):
 
         factors = self._factors(net, u, state, v, read_t)
         with_bias = net.rule == "gradient"
-        sq = 0
-        for p, q in factors.values():  # ‖p ⊗ q‖² = ‖p‖²‖q‖², plus the bias term ‖q‖²
-            qq = q.square().sum(-1)
-            sq = sq + p.square().sum(-1) * qq + (qq if with_bias else 0)
         m = rules.modulation_factor(v.z, net.modulation)
-        s = rules.clip_scale(torch.sqrt(sq), net.inner_clip)
-        e, keep = net.inner_lr * m * s, 1 - net.inner_decay * m  # (B,)
+        s = rules.clip_scale(rules.factored_norm(factors, with_bias), net.inner_clip)
+        e, decay_t = rules.rate_and_decay(m, s, net.inner_lr, net.inner_decay)  # (B,)
+        keep = 1 - decay_t
 
         coef = e.unsqueeze(1) if fast.coef is None else torch.cat([fast.coef * keep.unsqueeze(1), e.unsqueeze(1)], 1)
         decay = None if fast.base is None else (keep if fast.decay is None else fast.decay * keep)
-        pre, post, done, dense = {}, {}, {}, {}
-        for k, layer in layers.items():
+        pre, post, done = {}, {}, {}
+        for k in layers:
             p, q = factors[k]
-            if self._dense(layer):  # materialised update, as the reference engine makes it
-                term = e.view(-1, 1, 1) * (layer.rates()[0] * rules.hebbian_term(p, q))
-                old = fast.dense.get(k)
-                dense[k] = term if old is None else keep.view(-1, 1, 1) * old + term
-                continue
             pre[k] = _append(fast.pre.get(k), p)
             if id(q) not in done:  # h_fc and i_fc share q (post, or δ of the cell): one history
                 done[id(q)] = _append(fast.post.get(k), q)
@@ -244,7 +189,7 @@ class FastEngine(Engine):
                 _, lb = layer.rates()
                 term = e.unsqueeze(-1) * (lb * factors[k][1])
                 bias[k] = term if k not in bias else keep.unsqueeze(-1) * bias[k] + term
-        new = FactoredFast(fast.base, decay, coef, pre, post, bias, dense)
+        new = FactoredFast(fast.base, decay, coef, pre, post, bias, {})
         if self.chunk_size is not None and new.steps >= self.chunk_size:
             new = fold(new, {k: layers[k].lr_weight for k in pre})
         if trace is not None:
