@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= plots,log,dev,sweep
+EXTRAS ?= kernel,plots,log,dev,sweep
 
 .PHONY: demo test install clean
 
