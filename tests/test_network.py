@@ -9,8 +9,9 @@ import torch
 from torch.func import functional_call
 
 from plasticnet import PlasticRNN, PlasticState, matched_hidden_size
+from plasticnet.cells import CELLS
+from plasticnet.rules import RULES
 
-RULES, CELLS = ("gradient", "hebbian", "none"), ("rnn", "lstm")
 GRID = list(itertools.product(RULES, CELLS))
 
 
@@ -140,7 +141,7 @@ def test_matched_hidden_size():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"rule": "oja"}, r"unknown rule 'oja'; allowed: 'none', 'hebbian', 'gradient'"),
+    ({"rule": "oja"}, r"unknown rule 'oja'; allowed: 'gradient', 'hebbian', 'none'"),
     ({"cell": "gru"}, r"unknown cell 'gru'; allowed: 'rnn', 'lstm'"),
     ({"inner_lr_mode": "ones"}, r"unknown inner_lr_mode 'ones'; allowed: 'random'"),
     ({"engine": "turbo"}, r"unknown engine 'turbo'"),

@@ -72,10 +72,9 @@ from torch import Tensor, nn
 from ..data import DATASETS, NATIVE_SIZE, augment, load_dataset, sample_episodes
 from ..encoders import ENCODERS, encoder_output_size, make_encoder
 from ..layers import check_choice, check_positive_int
-from ..network import PlasticRNN, matched_hidden_size
+from ..network import PlasticRNN, matched_hidden_size, plastic_rnn_defaults, plastic_rnn_types
 from . import register_task
 from .base import Batch, Task
-from .d23 import plastic_rnn_defaults, plastic_rnn_types
 
 CHANNELS = {"glyphs": 1, "omniglot": 1, "cifar-fs": 3, "mini-imagenet": 3}
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
