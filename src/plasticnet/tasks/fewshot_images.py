@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import DATASETS, NATIVE_SIZE, augment, load_dataset, sample_episodes
-from ..encoders import ENCODERS, encoder_output_size, make_encoder
+from ..encoders import ENCODERS, build_encoder, encoder_output_size, load_encoder
 from ..layers import check_choice, check_positive_int
 from ..network import PlasticRNN, matched_hidden_size, plastic_rnn_defaults, plastic_rnn_types
 from . import register_task
@@ -228,18 +228,11 @@ class FewShotImages(Task):
         check_choice("encoder", opts["encoder"], ENCODERS)
         hidden = opts["hidden_size"] or matched_hidden_size(rule, cell, base=opts["hidden_base"])
         check_positive_int("hidden_size", hidden)
-        c = opts["encoder_channels"]
-        check_positive_int("encoder_channels", c)
-        kw = dict(channels=c)
-        if opts["encoder"] == "resnet12":
-            kw = dict(widths=tuple(w * c // 64 for w in (64, 160, 320, 640)), drop_rate=opts["drop_rate"],
-                      dropblock_size=opts["dropblock_size"] or (5 if self.image_size >= 64 else 2),
-                      dropblock_warmup=opts["dropblock_warmup"])
-        encoder = make_encoder(opts["encoder"], self.channels, **kw)
+        encoder = build_encoder(opts["encoder"], self.channels, self.image_size, channels=opts["encoder_channels"],
+                                drop_rate=opts["drop_rate"], dropblock_size=opts["dropblock_size"],
+                                dropblock_warmup=opts["dropblock_warmup"])
         freeze = False
         if opts["pretrained"]:
-            from ..pretrain import load_encoder
-
             load_encoder(encoder, opts["pretrained"], name=opts["encoder"], channels=self.channels)
             freeze = bool(opts["freeze_encoder"])
         feature_size = encoder_output_size(encoder, self.channels, self.image_size)
