@@ -61,11 +61,11 @@ from torch import Tensor, nn
 from .engine.factored import factored_read
 from .layers import check_choice, check_positive_int
 
-TRACE_RULES = ("trace", "trace-learned", "oja", "neuromod", "neuromod-retro")
-RULES = ("none",) + TRACE_RULES
+RULES = ("none", "trace", "trace-learned", "oja", "neuromod", "neuromod-retro")  # the family's rules
+TRACE_RULES = tuple(r for r in RULES if r != "none")  # the rules with a Hebbian trace
+NEUROMOD_RULES = tuple(r for r in RULES if r.startswith("neuromod"))  # gated by the network's modulation
 ALPHA_CONSTRAINTS = ("none", "nonneg")
 TRACE_FORMS = ("auto", "explicit", "factored")
-NEUROMOD_RULES = ("neuromod", "neuromod-retro")
 NEUROMOD_CLIP = 2.0  # [M19] code's clip of the neuromodulated trace
 
 
