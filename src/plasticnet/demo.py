@@ -8,16 +8,14 @@ figure's, and writes the validation curves as a PNG.
 
 ``--size quick`` (the default, what ``make demo`` runs) trains the same
 comparison at a quarter of the width — hidden 64 / 64 / 96, base 32 of the
-size matching — for 3,000 batches, which a 2-core laptop CPU finishes in
-minutes; it reproduces the reference's outcome (both plastic rules well
-below the flat non-plastic network) but not its exact values.
+size matching — for 3,000 batches, sized for a laptop CPU.
 ``--size paper`` is the reference figure's configuration.
 
-Reference outcome (one seed, 5,000 batches): validation MSE ≈ 0.062
-(gradient), ≈ 0.063 (Hebbian), ≈ 0.144 (non-plastic, flat from the start);
-the Hebbian curve starts to drop around batch 1,200, the gradient one around
-1,500. Each run is an ordinary run folder under ``--out``; running the demo
-again continues unfinished runs and reuses finished ones.
+The reference figure's values are in SPEC §2 (:data:`REFERENCE`); what the
+demo reaches at each size, and how long it takes, is in
+``docs/results/demo.md``. Each run is an ordinary run folder under
+``--out``; running the demo again continues unfinished runs and reuses
+finished ones.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from .config import parse_set, resolve_options
 from .network import matched_hidden_size
 from .rules import RULES
 
-REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches
+REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches (SPEC §2)
 DEMO_DEFAULTS = {"task": "cue-reward", "cell": "rnn", "batches": 5000, "val_every": 200,
                  "val_batches": 20}  # 20 held-out batches (1,280 episodes) per validation; the paper uses 100
 SIZES = {"quick": (32, 3000), "paper": (128, 5000)}  # size-matching base, batches

@@ -313,8 +313,8 @@ class RecurrentTraceNet(nn.Module):
     ``trace_form``: how the running-average rules (``trace``,
     ``trace-learned``, no clip) are computed; the result is the same.
     ``"explicit"`` keeps the ``(B, N, N)`` trace and updates it each step
-    (autograd then stores a few ``(B, N, N)`` tensors per step: ~2 GB per
-    episode at N = 1,000). ``"factored"`` never forms the trace: unrolling
+    (autograd then stores a few ``(B, N, N)`` tensors per step; memory in
+    ``docs/results/miconi.md``). ``"factored"`` never forms the trace: unrolling
     ``Hebb_{t−1} = (1−γ)^t·Hebb_init + Σ_{s<t} γ(1−γ)^{t−1−s} x_s ⊗ y_s``
     (``x_s = h_{s−1}``, ``y_s = h_s``) gives the plastic drive::
 
