@@ -9,7 +9,7 @@ reused); its best checkpoint is then scored on ``--episodes`` fresh 5-way 1-shot
 *test* classes (scripts never seen in training): mean accuracy over all queries and the 95 %
 interval ``1.96 · sd / √n`` over episodes; ``--ablate`` also scores each plastic run with its fast
 weights switched off (inner rate 0). Writes ``OUT_DIR/results.md``: one row per run, then the
-spread over seeds (mean ± sd) per rule and cell. The README table came from
+spread over seeds (mean ± sd) per rule and cell. The table of docs/results/fewshot_images.md came from
 ``--seeds 0,1,2 --episodes 1000 --ablate`` (LSTM, and ``--cells rnn``) with the encoder of
 ``plasticnet pretrain --image-size 20 --channels 32 --steps 2000 --batch-size 64``.
 """
@@ -25,13 +25,14 @@ import torch
 from plasticnet.config import parse_set
 from plasticnet.train import load_run, train_run
 
-# CPU-sized setting (see README): 20×20 glyphs, conv-4 with 32 channels (pre-trained, frozen),
+# CPU-sized setting (see docs/results/fewshot_images.md): 20×20 glyphs, conv-4 with 32 channels (pre-trained, frozen),
 # hidden size matched on base 64, AdamW 3e-3 with cosine decay, batches of 32 episodes, the label's
-# hot unit 10 (label 1 beside an embedding of norm ~14 is what kept seeds at chance; see the
-# docstring of plasticnet.tasks.fewshot_images and experiments/fewshot_diagnose.py)
+# hot unit 10 (label 1 beside an embedding of norm ~14 is what kept seeds at chance; see
+# docs/results/fewshot_images.md and experiments/fewshot_diagnose.py)
 COMMON = dict(task="fewshot-images", dataset="glyphs", image_size=20, encoder_channels=32, hidden_base=64,
               batch_size=32, lr=3e-3, lr_min=1e-4, val_every=100, val_batches=10, label_scale=10.0)
-# one inner rate for both rules and cells (the paper's 0.1 would need its 40k batches to grow Λ; see README);
+# one inner rate for both rules and cells (the paper's 0.1 would need its 40k batches to grow Λ;
+# see docs/results/fewshot_images.md);
 # the gradient rule's per-sample internal loss unscaled (its gradient is otherwise 1/64 of it)
 RULE_OPTIONS = {"hebbian": dict(inner_lr=3.0), "gradient": dict(inner_lr=3.0, inner_loss_scale=1.0), "none": {}}
 

@@ -1,7 +1,7 @@
-"""Load the reference vectors of ../shared/reference into a PlasticRNN.
+"""Load the reference vectors of tests/data into a PlasticRNN.
 
 The vectors are what the public code of Duan et al. computes (float64); see
-the README beside them for the names. Our parameter for each of theirs, and
+tests/data/README.md for their provenance and names. Our parameter for each of theirs, and
 which of their gradients must be zero because our network has no such
 parameter (unused Λ of Hebbian biases, ω outside the gradient rule, the
 unused out_fc units of the non-plastic network).
@@ -12,30 +12,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from plasticnet import PlasticRNN
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "data"
+VECTORS, CONFIGS = REFERENCE_DIR / "d23_vectors.pt", REFERENCE_DIR / "d23_vectors.json"
 
 
-def reference_available() -> bool:
-    return (REFERENCE_DIR / "d23_vectors.pt").is_file()
+def _require(path: Path) -> Path:
+    """``path``, or a failure (never a skip): without the vectors nothing shows the network is the paper's."""
+    if not path.is_file():
+        raise FileNotFoundError(f"reference file {path} is missing; it is part of the repository "
+                                f"(tests/data, see tests/data/README.md): restore it with git")
+    return path
+
+
+def load_configs():
+    """The case configurations of ``tests/data/d23_vectors.json``."""
+    return json.loads(_require(CONFIGS).read_text())
 
 
 def load_cases():
-    if not reference_available():
-        pytest.skip(f"reference vectors not found in {REFERENCE_DIR}")
-    vectors = torch.load(REFERENCE_DIR / "d23_vectors.pt", weights_only=True)
-    configs = json.loads((REFERENCE_DIR / "d23_vectors.json").read_text())
-    return configs, vectors
+    """``(configs, vectors)``: the case configurations and the flat dict of reference tensors."""
+    vectors = torch.load(_require(VECTORS), weights_only=True)
+    return load_configs(), vectors
 
 
 def case_ids():
-    if not reference_available():
-        return []
-    return [c["id"] for c in json.loads((REFERENCE_DIR / "d23_vectors.json").read_text())]
+    """Ids of every reference case (``case0``, ...)."""
+    return [c["id"] for c in load_configs()]
 
 
 def build(cfg, engine="reference") -> PlasticRNN:

@@ -97,3 +97,34 @@ def test_resnet12_passes_the_schedule_to_its_dropblocks():
     assert len(blocks) == 2 and all(b.warmup == 7 and b.drop_rate == 0.2 for b in blocks)
     enc.train()(torch.randn(2, 1, 16, 16))
     assert all(int(b.steps) == 1 for b in blocks)
+
+
+def test_build_encoder_from_task_options():
+    from plasticnet.encoders import build_encoder
+
+    conv = build_encoder("conv4", 1, 28, channels=32)
+    assert isinstance(conv, Conv4) and encoder_output_size(conv, 1, 28) == 32
+    small = build_encoder("resnet12", 3, 32, channels=16, dropblock_warmup=7)
+    drops = [m for m in small.modules() if isinstance(m, DropBlock)]
+    assert [b.convs[0].out_channels for b in small.blocks] == [16, 40, 80, 160]
+    assert {d.block_size for d in drops} == {2} and {d.warmup for d in drops} == {7}
+    assert {d.block_size for d in build_encoder("resnet12", 3, 84, channels=16).modules()
+            if isinstance(d, DropBlock)} == {5}
+    with pytest.raises(ValueError, match="encoder_channels must be a positive integer, got 0"):
+        build_encoder("conv4", 1, 28, channels=0)
+    with pytest.raises(ValueError, match="unknown encoder 'vgg'"):
+        build_encoder("vgg", 1, 28)
+
+
+def test_load_encoder_lives_in_encoders_and_checks_the_checkpoint(tmp_path):
+    from plasticnet.encoders import load_encoder
+
+    enc = Conv4(1, channels=8)
+    path = tmp_path / "enc.pt"
+    torch.save({"encoder": "conv4", "channels": 1, "state_dict": enc.state_dict()}, path)
+    other = load_encoder(Conv4(1, channels=8), path, name="conv4", channels=1)
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(ValueError, match="the model wants 'conv4' for 3-channel images"):
+        load_encoder(Conv4(3, channels=8), path, name="conv4", channels=3)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_encoder(enc, tmp_path / "none.pt", name="conv4", channels=1)

@@ -223,7 +223,7 @@ def test_full_run(tmp_path, task, extra, below, above):
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_reversal_defaults_succeed_on_every_seed(tmp_path, seed):
     """Batches of 8 (the reversal default): no seed ends in the all-positive-α
-    trap that caught seed 3 with batches of 32 (README)."""
+    trap that caught seed 3 with batches of 32 (docs/results/miconi.md)."""
     train = pytest.importorskip("plasticnet.train")
     summary = train.train_run({"task": "reversal", "seed": seed}, tmp_path / "run", progress=False)
     assert summary["final_val_error"] < 0.01

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from plasticnet import PlasticRNN, PlasticState, matched_hidden_size
+from plasticnet import PlasticRNN, PlasticRNNCell, PlasticState, matched_hidden_size
+from plasticnet.cells import CELLS
+from plasticnet.rules import RULES
 
-RULES, CELLS = ("gradient", "hebbian", "none"), ("rnn", "lstm")
 GRID = list(itertools.product(RULES, CELLS))
 
 
@@ -140,7 +141,7 @@ def test_matched_hidden_size():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"rule": "oja"}, r"unknown rule 'oja'; allowed: 'none', 'hebbian', 'gradient'"),
+    ({"rule": "oja"}, r"unknown rule 'oja'; allowed: 'gradient', 'hebbian', 'none'"),
     ({"cell": "gru"}, r"unknown cell 'gru'; allowed: 'rnn', 'lstm'"),
     ({"inner_lr_mode": "ones"}, r"unknown inner_lr_mode 'ones'; allowed: 'random'"),
     ({"engine": "turbo"}, r"unknown engine 'turbo'"),
@@ -176,5 +177,12 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert blocks, "README has no python example"
+    scopes = []
     for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})
+        scopes.append({})
+        exec(compile(code, "README.md", "exec"), scopes[-1])
+    # the plastic cell inside a user's own model: it ran forward and backward through the fast weights
+    user = [sc for code, sc in zip(blocks, scopes) if "PlasticRNNCell(" in code]
+    assert user, "README shows no plastic cell inside a user model"
+    model = user[0]["model"]
+    assert isinstance(model.cell, PlasticRNNCell) and model.cell.h_fc.weight.grad is not None

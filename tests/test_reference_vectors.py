@@ -1,4 +1,4 @@
-"""Our network is the paper's network: every case of ../shared/reference/d23_vectors.pt.
+"""Our network is the paper's network: every case of tests/data/d23_vectors.pt.
 
 Each case loads the slow parameters the public reference code used into a
 float64 PlasticRNN (each engine), runs its input and compares outputs, final fast weights
@@ -64,3 +64,11 @@ def test_all_reference_cases_present(reference):
     configs, _ = reference
     rules = {(c["rule"], c["cell"]) for c in configs}
     assert rules == {(r, c) for r in ("gradient", "hebbian", "none") for c in ("RNN", "LSTM")}
+
+
+def test_missing_reference_file_fails_not_skips(tmp_path):
+    from d23_reference import REFERENCE_DIR, _require
+
+    assert _require(REFERENCE_DIR / "d23_vectors.pt").is_file()  # in the repository
+    with pytest.raises(FileNotFoundError, match="tests/data"):
+        _require(tmp_path / "d23_vectors.pt")

@@ -2,6 +2,8 @@
 
 Hebbian and gradient-based plasticity in RNN and LSTM cells (Duan et al.,
 ICLR 2023) and Miconi's backprop-trained Hebbian plasticity (2016) family.
+"SPEC §N" in the docstrings is section N of ``docs/spec.md``, the science
+the code implements.
 """
 
 from .cells import PlasticLSTMCell, PlasticRNNCell

@@ -8,32 +8,29 @@ figure's, and writes the validation curves as a PNG.
 
 ``--size quick`` (the default, what ``make demo`` runs) trains the same
 comparison at a quarter of the width — hidden 64 / 64 / 96, base 32 of the
-size matching — for 3,000 batches, which a 2-core laptop CPU finishes in
-minutes; it reproduces the reference's outcome (both plastic rules well
-below the flat non-plastic network) but not its exact values.
+size matching — for 3,000 batches, sized for a laptop CPU.
 ``--size paper`` is the reference figure's configuration.
 
-Reference outcome (one seed, 5,000 batches): validation MSE ≈ 0.062
-(gradient), ≈ 0.063 (Hebbian), ≈ 0.144 (non-plastic, flat from the start);
-the Hebbian curve starts to drop around batch 1,200, the gradient one around
-1,500. Each run is an ordinary run folder under ``--out``; running the demo
-again continues unfinished runs and reuses finished ones.
+The reference figure's values are in SPEC §2 (:data:`REFERENCE`); what the
+demo reaches at each size, and how long it takes, is in
+``docs/results/demo.md``. Each run is an ordinary run folder under
+``--out``; running the demo again continues unfinished runs and reuses
+finished ones.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from .config import parse_set, resolve_options
 from .network import matched_hidden_size
+from .rules import RULES
 
-RULES = ("gradient", "hebbian", "none")
-REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches
+REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches (SPEC §2)
 DEMO_DEFAULTS = {"task": "cue-reward", "cell": "rnn", "batches": 5000, "val_every": 200,
                  "val_batches": 20}  # 20 held-out batches (1,280 episodes) per validation; the paper uses 100
 SIZES = {"quick": (32, 3000), "paper": (128, 5000)}  # size-matching base, batches
@@ -51,45 +48,49 @@ def demo_options(rule: str, batches: int, seed: int, extra: Optional[Dict] = Non
     return {**DEMO_DEFAULTS, "rule": rule, "batches": batches, "seed": seed, **(extra or {})}
 
 
-def _train_one(args):
-    rule, options, run_dir, threads, progress = args
-    import torch
-
-    from .train import train_run
-
-    if threads:
-        torch.set_num_threads(threads)
-    return rule, train_run(options, run_dir, resume=True, progress=progress)
-
-
 def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, seed: int = 0,
              extra: Optional[Dict] = None, progress: bool = True, size: str = "paper") -> Dict[str, Dict]:
     """Train the comparison into ``out/<rule>``; returns ``{rule: summary}``.
 
-    ``jobs > 1`` trains the rules in parallel processes (one thread each); the
-    progress bars then follow each run's ``metrics.csv`` (every validation).
+    ``jobs > 1`` trains the rules in the sweep's process pool (one thread
+    each, :mod:`plasticnet.sweep`); the progress bars then follow each run's
+    ``metrics.csv`` (every validation). ``jobs = 1`` trains them one after the
+    other in this process.
     """
     out = Path(out)
-    threads = 1 if jobs > 1 else None
-    work = [(r, demo_options(r, batches, seed, {**size_options(size, r), **(extra or {})}), out / r, threads,
-             progress and jobs == 1) for r in rules]
+    options = {r: demo_options(r, batches, seed, {**size_options(size, r), **(extra or {})}) for r in rules}
     if jobs == 1:
-        return dict(_train_one(w) for w in work)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one, w) for w in work]
-        if progress:
-            _follow(futures, out, rules, batches)
-        return dict(f.result() for f in futures)
+        from .train import train_run
+
+        return {r: train_run(options[r], out / r, resume=True, progress=progress) for r in rules}
+    from .experiments import Trial
+    from .sweep import Outcome, _run_local
+
+    pending = [Outcome(Trial(r, options[r]), out / r, "new") for r in rules]
+    done = threading.Event()
+    bars = threading.Thread(target=_follow, args=(done, out, rules, batches), daemon=True) if progress else None
+    if bars:
+        bars.start()
+    try:
+        _run_local(pending, jobs, analyze=False, log=lambda line: None)
+    finally:
+        done.set()
+        if bars:
+            bars.join()
+    failed = [f"{o.trial.name}: {o.error}" for o in pending if o.status != "finished"]
+    if failed:
+        raise RuntimeError("demo run(s) failed: " + "; ".join(failed))
+    return {o.trial.name: o.summary for o in pending}
 
 
-def _follow(futures, out: Path, rules, batches: int) -> None:
-    """One progress bar per rule, read from the runs' metrics.csv until all runs end."""
+def _follow(done: threading.Event, out: Path, rules, batches: int) -> None:
+    """One progress bar per rule, read from the runs' metrics.csv until ``done`` is set."""
     from tqdm.auto import tqdm
 
     bars = {r: tqdm(total=batches, desc=f"{r:9s}", position=i, unit="batch", dynamic_ncols=True)
             for i, r in enumerate(rules)}
     while True:
-        finished = all(f.done() for f in futures)
+        finished = done.is_set()
         for r, bar in bars.items():
             try:
                 with open(out / r / "metrics.csv") as fh:
@@ -101,36 +102,19 @@ def _follow(futures, out: Path, rules, batches: int) -> None:
                 pass
         if finished:
             break
-        time.sleep(2.0)
+        done.wait(2.0)
     for bar in bars.values():
         bar.close()
 
 
-def curves(out, rules) -> Dict[str, List]:
-    """``{rule: [(batch, val_error), ...]}`` from the run folders."""
-    from .train import read_metrics
+def plot_curves(out, rules, path) -> None:
+    """Validation MSE against batch, one line per rule: the report's learning-curve figure of the run folders."""
+    from .report import Condition, load_runs
+    from .report_figures import learning_curves
 
-    return {r: [(row["batch"], row["val_error"]) for row in read_metrics(Path(out) / r)] for r in rules}
-
-
-def plot_curves(data: Dict[str, List], path) -> None:
-    """Validation MSE against batch, one line per rule (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for rule, pts in data.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=rule)
-    ax.set_xlabel("training batch")
-    ax.set_ylabel("validation MSE")
-    ax.set_title("Cue–reward association, vanilla RNN")
-    ax.set_ylim(bottom=0)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    conditions = [Condition((r,), load_runs(Path(out) / r)) for r in rules]
+    learning_curves(("rule",), conditions, Path(path), title="Cue–reward association, vanilla RNN",
+                    ylabel="validation MSE")
 
 
 def table(summaries: Dict[str, Dict], hidden: Dict[str, int]) -> str:
@@ -168,7 +152,7 @@ def _cmd(args) -> int:
     print()
     print(table(summaries, hidden))
     png = Path(args.out) / "cue_reward_curves.png"
-    plot_curves(curves(args.out, rules), png)
+    plot_curves(args.out, rules, png)
     plastic = [summaries[r]["final_val_error"] for r in rules if r != "none"]
     if "none" in summaries and plastic:
         verdict = "yes" if max(plastic) < 0.75 * summaries["none"]["final_val_error"] else "no"

@@ -10,16 +10,22 @@
   :class:`DropBlock` after blocks 3–4 (Ghiasi et al. 2018).
 
 Every encoder maps ``(B, C, H, W) → (B, D)`` (flattened features);
-:func:`encoder_output_size` gives ``D`` for an input size.
+:func:`encoder_output_size` gives ``D`` for an input size. :func:`build_encoder`
+is the one place an encoder is configured from the task's options (used by the
+few-shot task and by pre-training), :func:`load_encoder` the one place a
+pre-trained checkpoint is read.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .layers import check_positive_int
 
 ENCODERS = ("conv4", "resnet12")
 
@@ -157,6 +163,23 @@ def make_encoder(name: str, in_channels: int = 3, **kwargs) -> nn.Module:
     raise ValueError(f"unknown encoder {name!r}; allowed: {', '.join(map(repr, ENCODERS))}")
 
 
+def build_encoder(name: str, in_channels: int, image_size: int, *, channels: int = 64, drop_rate: float = 0.1,
+                  dropblock_size: int = 0, dropblock_warmup: int = 0) -> nn.Module:
+    """The encoder of the few-shot model from its options (SPEC §2).
+
+    ``conv4``: width ``channels``. ``resnet12``: widths 64-160-320-640 scaled
+    by ``channels / 64``, dropout/DropBlock rate ``drop_rate``, DropBlock size
+    ``dropblock_size`` (0: 5 for images of at least 64 px, else 2, as MetaOptNet),
+    ``dropblock_warmup`` batches of linear rate warm-up.
+    """
+    check_positive_int("encoder_channels", channels)
+    if name != "resnet12":
+        return make_encoder(name, in_channels, channels=channels)
+    return make_encoder(name, in_channels, widths=tuple(w * channels // 64 for w in (64, 160, 320, 640)),
+                        drop_rate=drop_rate, dropblock_size=dropblock_size or (5 if image_size >= 64 else 2),
+                        dropblock_warmup=dropblock_warmup)
+
+
 def encoder_output_size(encoder: nn.Module, in_channels: int, image_size: int) -> int:
     """``D``, the flattened feature size of ``encoder`` for ``image_size²`` inputs."""
     if image_size < 16:
@@ -168,3 +191,22 @@ def encoder_output_size(encoder: nn.Module, in_channels: int, image_size: int) -
         d = encoder(torch.zeros(1, in_channels, image_size, image_size, device=p.device, dtype=p.dtype)).shape[1]
     encoder.train(was_training)
     return int(d)
+
+
+def load_encoder(encoder: nn.Module, path, name: str, channels: int) -> nn.Module:
+    """Load a :func:`pretrain_encoder` checkpoint into ``encoder``, checking it matches."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained encoder {str(path)!r} not found (write one with `plasticnet pretrain`)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not an encoder checkpoint of `plasticnet pretrain`")
+    if ckpt.get("encoder") != name or ckpt.get("channels") != channels:
+        raise ValueError(f"{path} holds a {ckpt.get('encoder')!r} encoder for {ckpt.get('channels')}-channel "
+                         f"images; the model wants {name!r} for {channels}-channel images")
+    state = dict(ckpt["state_dict"])
+    for key, value in encoder.state_dict().items():  # checkpoints from before the DropBlock schedule
+        if key.endswith(".steps") and key not in state:
+            state[key] = torch.zeros_like(value)
+    encoder.load_state_dict(state)
+    return encoder

@@ -61,11 +61,11 @@ from torch import Tensor, nn
 from .engine.factored import factored_read
 from .layers import check_choice, check_positive_int
 
-TRACE_RULES = ("trace", "trace-learned", "oja", "neuromod", "neuromod-retro")
-RULES = ("none",) + TRACE_RULES
+RULES = ("none", "trace", "trace-learned", "oja", "neuromod", "neuromod-retro")  # the family's rules
+TRACE_RULES = tuple(r for r in RULES if r != "none")  # the rules with a Hebbian trace
+NEUROMOD_RULES = tuple(r for r in RULES if r.startswith("neuromod"))  # gated by the network's modulation
 ALPHA_CONSTRAINTS = ("none", "nonneg")
 TRACE_FORMS = ("auto", "explicit", "factored")
-NEUROMOD_RULES = ("neuromod", "neuromod-retro")
 NEUROMOD_CLIP = 2.0  # [M19] code's clip of the neuromodulated trace
 
 
@@ -313,8 +313,8 @@ class RecurrentTraceNet(nn.Module):
     ``trace_form``: how the running-average rules (``trace``,
     ``trace-learned``, no clip) are computed; the result is the same.
     ``"explicit"`` keeps the ``(B, N, N)`` trace and updates it each step
-    (autograd then stores a few ``(B, N, N)`` tensors per step: ~2 GB per
-    episode at N = 1,000). ``"factored"`` never forms the trace: unrolling
+    (autograd then stores a few ``(B, N, N)`` tensors per step; memory in
+    ``docs/results/miconi.md``). ``"factored"`` never forms the trace: unrolling
     ``Hebb_{t−1} = (1−γ)^t·Hebb_init + Σ_{s<t} γ(1−γ)^{t−1−s} x_s ⊗ y_s``
     (``x_s = h_{s−1}``, ``y_s = h_s``) gives the plastic drive::
 

@@ -26,7 +26,9 @@ reference run at batch ``B``, pass ``inner_loss_scale = 1/B``.
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional
+import inspect
+import typing
+from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -36,9 +38,22 @@ from .cells import CELL_CLASSES, CELLS, CellOutput
 from .engine import ENGINE_CHOICES, get_engine, resolve_engine
 from .layers import INNER_LR_MODES, FastWeights, PlasticLinear, check_choice, check_positive_int
 
+FUNC_TRANSFORM_RULES = {"fast": rules.RULES, "reference": ("hebbian", "none")}
+"""The rules each engine runs under ``torch.func`` transforms (``vmap`` over stacked models, ``grad``, ...)."""
+
+
+def _func_wrapped(t: Tensor) -> bool:
+    """Whether ``t`` is inside a ``torch.func`` transform (a batched or grad-tracking functorch tensor)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
 
 class PlasticState(NamedTuple):
-    """State of :class:`PlasticRNN` between steps (a pytree: ``torch.func`` works).
+    """State of :class:`PlasticRNN` between steps (a pytree).
+
+    ``torch.func`` transforms work on it — e.g. ``vmap`` of ``functional_call``
+    over ``stack_module_state`` of many models (many seeds at once) — with the
+    ``fast`` engine for every rule, and with the ``reference`` engine except for
+    the gradient rule (:data:`FUNC_TRANSFORM_RULES`; others are refused with an error).
 
     h: ``(B, H)`` hidden state fed to the next step (normalised when LayerNorm is on);
     c: ``(B, H)`` LSTM cell state, ``None`` for the RNN cell;
@@ -223,7 +238,7 @@ class PlasticRNN(nn.Module):
         """Forward equations of one step with fast weights ``fast`` (dict or None)."""
         f = fast or {}
         x = torch.relu(self.in_fc(u, f.get("in_fc"))) if self.in_fc is not None else u
-        cell_out = self.cell(x, h, c, f.get("h_fc"), f.get("i_fc"))
+        cell_out = self.cell.step(x, h, c, f.get("h_fc"), f.get("i_fc"))
         h_next = cell_out.h if self.layernorm is None else self.layernorm(cell_out.h)
         z = self.out_fc(h_next, f.get("out_fc"))
         return StepValues(x, cell_out, h_next, cell_out.c, z)
@@ -291,13 +306,64 @@ class PlasticRNN(nn.Module):
         return out, state
 
     def _check_state(self, state, u):
+        """The state to start from (zeros when ``None``), after checking it and ``u`` fit this model.
+
+        Inputs are not cast to the model's dtype: a silent cast would hide a float64 model fed float32
+        data (or the reverse) and copy every input, so a mismatch is refused with what to do.
+        """
+        self._check_func_transform(u)
+        dtype = self.out_fc.weight.dtype
+        if u.dtype != dtype:
+            raise TypeError(f"input dtype {u.dtype} does not match the model's parameters ({dtype}); "
+                            f"cast the input (inputs.to({dtype})) or the model (net.to({u.dtype}))")
         if state is None:
             return self.initial_state(u.shape[0], u.device, u.dtype)
+        if state.h.dtype != dtype:
+            raise TypeError(f"state.h dtype {state.h.dtype} does not match the model's parameters ({dtype}); "
+                            f"start from net.initial_state(batch_size) or cast the state")
         if state.h.shape != (u.shape[0], self.hidden_size):
             raise ValueError(f"state.h must have shape ({u.shape[0]}, {self.hidden_size}) "
                              f"for this input, got {tuple(state.h.shape)}")
         return state
 
+    def _check_func_transform(self, u: Tensor) -> None:
+        """Refuse, naming the engines that can, a ``torch.func`` transform this engine and rule cannot run under."""
+        if self.rule in FUNC_TRANSFORM_RULES.get(self.engine, ()):
+            return
+        if _func_wrapped(u) or _func_wrapped(self.out_fc.weight):
+            able = [e for e, r in FUNC_TRANSFORM_RULES.items() if self.rule in r]
+            raise RuntimeError(
+                f"torch.func transforms (vmap, grad, ...) do not work with engine={self.engine!r} and "
+                f"rule={self.rule!r}" + (" (its gradient rule calls torch.autograd.grad)"
+                                         if self.engine == "reference" else "")
+                + f"; engines that support them for this rule: {', '.join(map(repr, able))}")
+
     def extra_repr(self) -> str:
         return (f"cell={self.cell_type!r}, rule={self.rule!r}, engine={self.engine!r}, "
                 f"modulation={self.modulation}, extra_dim={self.extra_dim}")
+
+
+# PlasticRNN arguments a task fixes itself (sizes, cell, rule, layout)
+_FIXED_ARGS = {"input_size", "hidden_size", "output_size", "cell", "rule", "input_layer", "batch_first"}
+
+
+def plastic_rnn_defaults() -> Dict[str, Any]:
+    """``{"hidden_size": None, <every keyword option of PlasticRNN>: default}``.
+
+    ``hidden_size=None`` means the size matching of SPEC §1
+    (:func:`matched_hidden_size`). Read from the signature, so a
+    new network option (an engine's, say) is reachable by ``--set`` at once.
+    """
+    params = inspect.signature(PlasticRNN.__init__).parameters
+    defaults = {"hidden_size": None}
+    defaults.update({k: p.default for k, p in params.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _FIXED_ARGS})
+    return defaults
+
+
+def plastic_rnn_types() -> Dict[str, Any]:
+    """Type hints of the options of :func:`plastic_rnn_defaults` (for ``--set`` checks)."""
+    hints = typing.get_type_hints(PlasticRNN.__init__)
+    types = {k: hints[k] for k in plastic_rnn_defaults() if k in hints}
+    types["hidden_size"] = Optional[int]
+    return types

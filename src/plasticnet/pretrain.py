@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import augment
-from .encoders import encoder_output_size, make_encoder
+from .encoders import build_encoder, encoder_output_size
 
 
 def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", channels: int = 64, steps: int = 1000,
@@ -43,11 +43,7 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
     data = task.data("train")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    kw = dict(channels=channels)
-    if encoder == "resnet12":  # widths scaled as the task's encoder_channels does
-        kw = dict(widths=tuple(w * channels // 64 for w in (64, 160, 320, 640)),
-                  dropblock_size=5 if task.image_size >= 64 else 2, dropblock_warmup=steps // 2)
-    enc = make_encoder(encoder, task.channels, **kw)
+    enc = build_encoder(encoder, task.channels, task.image_size, channels=channels, dropblock_warmup=steps // 2)
     head = nn.Linear(encoder_output_size(enc, task.channels, task.image_size), data.n_classes)
     model = nn.Sequential(enc, head)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -78,25 +74,6 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
     torch.save(ckpt, tmp)
     tmp.replace(out)
     return {"train_accuracy": sum(hits[-50:]) / len(hits[-50:]), "elapsed_s": time.time() - start, "path": str(out)}
-
-
-def load_encoder(encoder: nn.Module, path, name: str, channels: int) -> nn.Module:
-    """Load a :func:`pretrain_encoder` checkpoint into ``encoder``, checking it matches."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained encoder {str(path)!r} not found (write one with `plasticnet pretrain`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an encoder checkpoint of `plasticnet pretrain`")
-    if ckpt.get("encoder") != name or ckpt.get("channels") != channels:
-        raise ValueError(f"{path} holds a {ckpt.get('encoder')!r} encoder for {ckpt.get('channels')}-channel "
-                         f"images; the model wants {name!r} for {channels}-channel images")
-    state = dict(ckpt["state_dict"])
-    for key, value in encoder.state_dict().items():  # checkpoints from before the DropBlock schedule
-        if key.endswith(".steps") and key not in state:
-            state[key] = torch.zeros_like(value)
-    encoder.load_state_dict(state)
-    return encoder
 
 
 def _cmd(args) -> int:

@@ -51,13 +51,13 @@ def _band(curves: List[Tuple[np.ndarray, np.ndarray]]):
     return xs, mean, half
 
 
-def learning_curves(keys, conditions, path: Path) -> bool:
-    """Validation error vs batch, one line per condition with its 95% band."""
+def learning_curves(keys, conditions, path: Path, title: str = "", ylabel: str = "validation error") -> bool:
+    """Validation error vs batch, one line per condition with its 95% band (figure ``title``, y label ``ylabel``)."""
     plt = _plt()
     panels, line_keys = _split(keys, conditions)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False, sharey=True)
     drawn = False
-    for ax, (title, conds) in zip(axes[0], panels):
+    for ax, (panel, conds) in zip(axes[0], panels):
         for c in conds:
             curves = [(r.metrics["batch"], r.metrics["val_error"]) for r in c.runs
                       if len(r.metrics.get("val_error", []))]
@@ -68,9 +68,9 @@ def learning_curves(keys, conditions, path: Path) -> bool:
             line, = ax.plot(xs, mean, label=f"{_line_label(line_keys, values)} (n={len(curves)})")
             ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2)
             drawn = True
-        ax.set(title=title, xlabel="batch")
+        ax.set(title=f"{title}, {panel}" if title and panel else title or panel, xlabel="batch")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("validation error")
+    axes[0][0].set_ylabel(ylabel)
     means = [y for ax in axes[0] for line in ax.get_lines() for y in line.get_ydata()]
     if means and min(means) > 0 and max(means) / min(means) >= 3:  # early errors dwarf the rest
         for ax in axes[0]:

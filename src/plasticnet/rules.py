@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
-RULES = ("none", "hebbian", "gradient")
+RULES = ("gradient", "hebbian", "none")
 
 
 def hebbian_term(pre: Tensor, post: Tensor) -> Tensor:

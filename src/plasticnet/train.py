@@ -37,6 +37,8 @@ import yaml
 from torch import nn
 
 from .config import TRAIN_DEFAULTS, parse_set, resolve_options, split_options
+from .hebbian_trace import TRACE_RULES
+from .rules import RULES
 from .runfolder import Metrics, load_checkpoint, read_metrics, save_atomic, tensorboard, write_text_atomic
 from .tasks import make_task, task_names
 from .tasks.base import Batch, Task
@@ -329,8 +331,8 @@ def add_parser(sub) -> None:
                        description="Train one run. Options not given keep the task's paper defaults; "
                                    "--set reaches every trainer, task and model option.")
     p.add_argument("task", help=f"task name ({', '.join(task_names())})")
-    p.add_argument("--rule", help="plasticity rule: gradient, hebbian, none for the [D23] tasks; "
-                   "trace, trace-learned, oja, neuromod, neuromod-retro, none for the Miconi tasks")
+    p.add_argument("--rule", help=f"plasticity rule: {', '.join(RULES)} for the [D23] tasks; "
+                   f"{', '.join(TRACE_RULES)}, none for the Miconi tasks")
     p.add_argument("--cell", help="recurrent cell (lstm, rnn)")
     p.add_argument("--batches", type=int, help="training batches (default: the task's paper length)")
     p.add_argument("--seed", type=int, help="seed (default 0)")

@@ -31,7 +31,6 @@ from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 
 class FactoredFast(NamedTuple):
@@ -67,28 +66,40 @@ class _FactoredRead(torch.autograd.Function):
 
     ``x (B, in)``, ``a (B, t)``, ``Λ (in, out)`` or ``None`` (= 1), ``P (B, t, in)``,
     ``Q (B, t, out)``. Forward is one ``(B·t, in) @ (in, out)`` GEMM, backward
-    two (``dX = dR Λᵀ``, ``dΛ = Xᵀ dR``); the product ``R = (x ⊙ P) Λ`` is saved.
+    two (``dX = dR Λᵀ``, ``dΛ = Xᵀ dR``); the product ``R = (x ⊙ P) Λ``
+    (``x·p_s`` when ``Λ = 1``) is kept for backward. Written in the
+    ``setup_context`` style with only torch operations in forward and backward,
+    so ``torch.func`` transforms (``vmap``, ``grad``, ...) compose with it
+    (``generate_vmap_rule``): ``R`` is therefore a second, non-differentiable
+    output rather than a value saved inside forward.
     """
 
-    @staticmethod
-    def forward(ctx, x, coef, lam, P, Q):
-        B, t, n_in = P.shape
-        if lam is None:
-            s = torch.bmm(P, x.unsqueeze(-1)).squeeze(-1)  # (B, t): x·p_s
-            ctx.save_for_backward(x, coef, None, P, Q, s)
-            return torch.bmm((s * coef).unsqueeze(1), Q).squeeze(1)
-        R = ((x.unsqueeze(1) * P).view(B * t, n_in) @ lam).view(B, t, -1)  # (B, t, out)
-        ctx.save_for_backward(x, coef, lam, P, Q, R)
-        return torch.bmm(coef.unsqueeze(1), R * Q).squeeze(1)
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
+    def forward(x, coef, lam, P, Q):
+        B, t, n_in = P.shape
+        if lam is None:
+            R = torch.bmm(P, x.unsqueeze(-1)).squeeze(-1)  # (B, t): x·p_s
+            return torch.bmm((R * coef).unsqueeze(1), Q).squeeze(1), R
+        R = ((x.unsqueeze(1) * P).reshape(B * t, n_in) @ lam).reshape(B, t, -1)  # (B, t, out)
+        return torch.bmm(coef.unsqueeze(1), R * Q).squeeze(1), R
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, coef, lam, P, Q = inputs
+        _, R = output
+        ctx.mark_non_differentiable(R)
+        ctx.has_lam = lam is not None
+        ctx.save_for_backward(x, coef, lam, P, Q, R)
+
+    @staticmethod
+    def backward(ctx, g, _g_R):
         x, coef, lam, P, Q, R = ctx.saved_tensors
         B, t, n_in = P.shape
         gq = g.unsqueeze(1)  # (B, 1, out)
         dlam = None
-        if lam is None:
+        if not ctx.has_lam:
             s = R  # x·p_s
             dQ = (s * coef).unsqueeze(-1) * gq
             r = torch.bmm(Q, g.unsqueeze(-1)).squeeze(-1)  # (B, t): g·q_s
@@ -102,17 +113,17 @@ class _FactoredRead(torch.autograd.Function):
             dQ = RG * c3
             dcoef = (RG * Q).sum(-1)
             dR = (Q * c3) * gq  # (B, t, out)
-            dX = (dR.view(B * t, -1) @ lam.t()).view(B, t, n_in)
+            dX = (dR.reshape(B * t, -1) @ lam.t()).reshape(B, t, n_in)
             dx = (dX * P).sum(1)
             dP = dX * x.unsqueeze(1)
             if ctx.needs_input_grad[2]:
-                dlam = (x.unsqueeze(1) * P).view(B * t, n_in).t() @ dR.view(B * t, -1)
+                dlam = (x.unsqueeze(1) * P).reshape(B * t, n_in).t() @ dR.reshape(B * t, -1)
         return dx, dcoef, dlam, dP, dQ
 
 
 def factored_read(x: Tensor, coef: Tensor, lam: Optional[Tensor], P: Tensor, Q: Tensor) -> Tensor:
     """``Σ_s a_s q_s ⊙ ((x ⊙ p_s) Λ)``: ``x (B, in)`` → ``(B, out)`` (``Λ = None``: 1)."""
-    return _FactoredRead.apply(x, coef, lam, P, Q)
+    return _FactoredRead.apply(x, coef, lam, P, Q)[0]
 
 
 def outer_sum(coef: Tensor, P: Tensor, Q: Tensor) -> Tensor:

@@ -18,43 +18,16 @@ matching of SPEC §1 (``hidden_size=None``).
 
 from __future__ import annotations
 
-import inspect
 import math
-import typing
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
 
-from ..network import PlasticRNN, matched_hidden_size
+from ..network import PlasticRNN, matched_hidden_size, plastic_rnn_defaults, plastic_rnn_types
 from . import register_task
 from .base import Batch, Task
-
-# PlasticRNN arguments a task fixes itself (sizes, cell, rule, layout)
-_FIXED_ARGS = {"input_size", "hidden_size", "output_size", "cell", "rule", "input_layer", "batch_first"}
-
-
-def plastic_rnn_defaults() -> Dict[str, Any]:
-    """``{"hidden_size": None, <every keyword option of PlasticRNN>: default}``.
-
-    ``hidden_size=None`` means the size matching of SPEC §1
-    (:func:`~plasticnet.matched_hidden_size`). Read from the signature, so a
-    new network option (an engine's, say) is reachable by ``--set`` at once.
-    """
-    params = inspect.signature(PlasticRNN.__init__).parameters
-    defaults = {"hidden_size": None}
-    defaults.update({k: p.default for k, p in params.items()
-                     if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _FIXED_ARGS})
-    return defaults
-
-
-def plastic_rnn_types() -> Dict[str, Any]:
-    """Type hints of the options of :func:`plastic_rnn_defaults` (for ``--set`` checks)."""
-    hints = typing.get_type_hints(PlasticRNN.__init__)
-    types = {k: hints[k] for k in plastic_rnn_defaults() if k in hints}
-    types["hidden_size"] = Optional[int]
-    return types
 
 
 def _uniform(shape, low: float, high: float, g: torch.Generator) -> Tensor:

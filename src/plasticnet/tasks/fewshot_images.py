@@ -22,42 +22,15 @@ the label's hot unit is 1 (``label_scale=1``) and the inner rates are
 SPEC §1's (the reference's batch is 64 here too, so ``inner_loss_scale=1/64``
 is its effective per-sample rate).
 
-**Why short runs sit at chance, and the label scale** (measured by
-``experiments/fewshot_diagnose.py``; numbers for the CPU recipe of
-``experiments/fewshot_glyphs.py``). A query is answered only through what the
-support steps wrote into the fast weights (and the cell state). For the
-Hebbian rule the support leaves ``F_i = Σ_s η_s Λ ⊙ (u_s ⊗ post_s)`` in the
-cell's input weights and the query reads ``u_q @ F_i``, a similarity-weighted
-sum of the supports' gate activations ``post_s``; that carries the answer
-only as far as ``post_s`` depends on the support's *label*. The outer
-gradient towards the solution is therefore a product of small factors at
-initialisation:
-
-1. the label's share of the gates: a one-hot of value 1 beside a relu
-   embedding of norm ≈ 14 (pre-trained conv-4, 20 px; ≈ 4 from scratch, ≈ 7
-   in the paper-size default) drives the gates 7 % as much as the
-   embedding (25 %, 13 %);
-2. the fast weights' readout relative to the slow weights: the update is
-   clipped to norm 1 at every support step (clip scale ≈ 0.01), so it is
-   bounded by ``η·|Λ|``: 4 % at the paper's ``η = 0.1`` (Hebbian), 0.04 %
-   for the gradient rule, whose internal-loss gradient (``1/64 · 2z/D``)
-   is tiny and never clipped.
-
-Training sits on the chance plateau until the slow weights have grown these
-factors, and when that happens depends on the seed (the seeds that stayed
-at chance). Under Adam a parameter moves by about ``lr`` per step, so growing
-``Λ`` the ~25× that ``η = 0.1`` needs takes ~10⁴ steps: the paper's 40k
-batches pay for it, a CPU run cannot (after 600 batches at ``η = 0.1``,
-``max |Λ|`` had grown from 1 to 1.4–1.8 and the trained networks answered
-as well with their fast weights switched off). Hence the CPU recipe raises
-the inner rate (3 for both rules, the gradient rule with
-``inner_loss_scale=1``: fast/slow ≈ 1 and 0.6) and the label scale
-(``label_scale=10``: the label's drive ≈ 70 % of the embedding's); with both,
-every plastic LSTM seed tried leaves the plateau within 100–300 batches and
-answers through its fast weights (README; the relu RNNs leave it too but
-spread widely over seeds). The defaults stay the paper's (``label_scale=1``,
-SPEC §1 inner rates): these scales were measured in the CPU recipe only,
-not at the paper's size.
+**Short runs and the label scale.** A query is answered only through what
+the support steps wrote into the fast weights (and the cell state), which
+carries the answer only as far as the supports' gate activations depend on
+their label. With the paper's label scale and inner rates that path starts
+weak, and a short CPU run can stay at chance; the CPU recipe of
+``experiments/fewshot_glyphs.py`` raises ``label_scale`` and the inner rate.
+The defaults stay the paper's (``label_scale=1``, SPEC §1 inner rates). The
+measurements behind this (``experiments/fewshot_diagnose.py``) are in
+``docs/results/fewshot_images.md``.
 """
 
 from __future__ import annotations
@@ -70,12 +43,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import DATASETS, NATIVE_SIZE, augment, load_dataset, sample_episodes
-from ..encoders import ENCODERS, encoder_output_size, make_encoder
+from ..encoders import ENCODERS, build_encoder, encoder_output_size, load_encoder
 from ..layers import check_choice, check_positive_int
-from ..network import PlasticRNN, matched_hidden_size
+from ..network import PlasticRNN, matched_hidden_size, plastic_rnn_defaults, plastic_rnn_types
 from . import register_task
 from .base import Batch, Task
-from .d23 import plastic_rnn_defaults, plastic_rnn_types
 
 CHANNELS = {"glyphs": 1, "omniglot": 1, "cifar-fs": 3, "mini-imagenet": 3}
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
@@ -152,7 +124,7 @@ class FewShotImages(Task):
         **plastic_rnn_defaults(),  # hidden_size (None: matched) and every PlasticRNN keyword option
     )
     model_types = plastic_rnn_types()
-    # CPU-sized default (the paper: 40,000 batches of 64 episodes); see the README
+    # CPU-sized default (the paper: 40,000 batches of 64 episodes); see docs/fewshot_images.md
     train_defaults = dict(batches=3000, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=5e-4,
                           lr_schedule="cosine", lr_min=1e-4, grad_clip=5.0, val_every=250, val_batches=20)
 
@@ -229,18 +201,11 @@ class FewShotImages(Task):
         check_choice("encoder", opts["encoder"], ENCODERS)
         hidden = opts["hidden_size"] or matched_hidden_size(rule, cell, base=opts["hidden_base"])
         check_positive_int("hidden_size", hidden)
-        c = opts["encoder_channels"]
-        check_positive_int("encoder_channels", c)
-        kw = dict(channels=c)
-        if opts["encoder"] == "resnet12":
-            kw = dict(widths=tuple(w * c // 64 for w in (64, 160, 320, 640)), drop_rate=opts["drop_rate"],
-                      dropblock_size=opts["dropblock_size"] or (5 if self.image_size >= 64 else 2),
-                      dropblock_warmup=opts["dropblock_warmup"])
-        encoder = make_encoder(opts["encoder"], self.channels, **kw)
+        encoder = build_encoder(opts["encoder"], self.channels, self.image_size, channels=opts["encoder_channels"],
+                                drop_rate=opts["drop_rate"], dropblock_size=opts["dropblock_size"],
+                                dropblock_warmup=opts["dropblock_warmup"])
         freeze = False
         if opts["pretrained"]:
-            from ..pretrain import load_encoder
-
             load_encoder(encoder, opts["pretrained"], name=opts["encoder"], channels=self.channels)
             freeze = bool(opts["freeze_encoder"])
         feature_size = encoder_output_size(encoder, self.channels, self.image_size)

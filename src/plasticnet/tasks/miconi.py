@@ -16,9 +16,8 @@ The published code trained one episode per step (batch 1) with a clipped
 RMSprop-like rule for 5,000–10,000 episodes; the defaults here are the
 trainer's Adam on batches of 32 (reversal: 8) episodes for the [M16] tasks
 and the published single-episode Adam for memorisation, see each task's
-``train_defaults``: CPU runs of seconds to minutes (memorisation at 1,000
-bits: about 40 minutes; README, "Hebbian-trace networks (Miconi)", for the
-errors they reach). The model ignores the trainer's ``cell`` option.
+``train_defaults`` (the errors and run times they give are in
+``docs/results/miconi.md``). The model ignores the trainer's ``cell`` option.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ class PatternCompletion(Task):
 
     Step 1 shows a random ±1 pattern; step 2 shows it with only one bit kept.
     Loss and ``error``: squared error summed over the N bits at step 2 (the
-    published code's error, ≈ 7 at the start, ≈ 0.002 after training);
+    published code's error; its reported values are in SPEC §3);
     ``manhattan``: the paper's Manhattan distance; ``bit_error``: the fraction
     of output bits with the wrong sign.
     """
@@ -155,7 +154,7 @@ class _LabelTask(Task):
     model_defaults = {"hidden_size": 2, "gamma": 0.02, "alpha_constraint": "none", "clip": None,
                       "init_std": 0.1}
     # 10,000 updates as the 2016 code (it updated once per episode); with 3,000 the
-    # cross-entropy was still falling (README: 0.022 → 0.004 one-shot, 0.020 → 0.002 reversal)
+    # cross-entropy was still falling (docs/results/miconi.md)
     train_defaults = {"rule": "trace", "batches": 10000, "batch_size": 32, "optimizer": "adam", "lr": 0.03,
                       "lr_schedule": "cosine", "lr_min": 3e-4, "grad_clip": 10.0, "val_every": 1000,
                       "val_batches": 20}
@@ -236,7 +235,7 @@ class Reversal(_LabelTask):
 
     # Batches of 8: about one run in five with batches of 32 (and with the 2016
     # code's single episodes) ends with every pattern → hidden α positive, which
-    # cannot reverse; with 8 none of 5 seeds did (README, "Hebbian-trace networks")
+    # cannot reverse; with 8 none of 5 seeds did (docs/results/miconi.md)
     train_defaults = {**_LabelTask.train_defaults, "batch_size": 8, "val_batches": 80}
 
     def __init__(self, options=None, **kwargs):
@@ -266,10 +265,10 @@ class PatternMemorisation(Task):
 
     Defaults are the published task and training ([M18] ``simple.py``):
     1,000-bit patterns, one episode per batch, Adam 3e-4, no gradient clip,
-    2,000 episodes (about 1 s per episode on one CPU thread with the factored
-    trace of :class:`~plasticnet.hebbian_trace.RecurrentTraceNet`, < 0.5 GB).
-    Smaller patterns (``--set pattern_size=50``) learn in minutes with larger
-    batches and rates (README, "Hebbian-trace networks (Miconi)").
+    2,000 episodes, with the factored trace of
+    :class:`~plasticnet.hebbian_trace.RecurrentTraceNet`. Smaller patterns
+    (``--set pattern_size=50``) learn with larger batches and rates
+    (``docs/hebbian_trace.md``; time, memory and errors in ``docs/results/miconi.md``).
     """
 
     name = "pattern-memorisation"
