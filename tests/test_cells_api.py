@@ -154,7 +154,8 @@ def test_vmap_over_stacked_models_equals_a_loop_fast_engine(rule, cell, options)
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
-        models.append(PlasticRNN(5, 6, 2, cell=cell, rule=rule, inner_loss_scale=1.0, **options).double())
+        models.append(PlasticRNN(5, 6, 2, cell=cell, rule=rule, inner_loss_scale=1.0, engine="fast",
+                                 **options).double())
     x = torch.rand(4, 40, 5, dtype=torch.float64)  # 40 steps: across a fold of the factored history
     out, grads = _stacked_forward(models, x)
     for i, m in enumerate(models):
@@ -190,3 +191,11 @@ def test_dtype_mismatch_is_a_clear_error():
         net(torch.rand(2, 5, 3, dtype=torch.float64), PlasticRNN(3, 4, 1).initial_state(2))
     out, _ = net(torch.rand(2, 5, 3).double())  # what the message says to do
     assert out.dtype == torch.float64
+
+
+def test_vmap_kernel_engine_is_refused_naming_the_engines_that_work():
+    """The kernel engine's compiled loop cannot be batched by torch.func: a clear error, not a crash."""
+    torch.manual_seed(0)
+    models = [PlasticRNN(5, 6, 1, rule="hebbian", engine="kernel") for _ in range(2)]
+    with pytest.raises(RuntimeError, match=r"engine='kernel' and rule='hebbian'.*'fast'"):
+        _stacked_forward(models, torch.rand(2, 4, 5))

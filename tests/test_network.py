@@ -80,7 +80,7 @@ class _WithFastWeights(torch.nn.Module):
 
 
 @pytest.mark.parametrize("rule,cell", GRID)
-@pytest.mark.parametrize("engine", ["reference", "fast"])
+@pytest.mark.parametrize("engine", ["reference", "fast", "kernel"])
 def test_gradcheck_outer_gradients(rule, cell, engine):
     """Finite differences in float64 on a tiny network, w.r.t. inputs and every parameter."""
     torch.manual_seed(0)

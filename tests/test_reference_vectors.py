@@ -24,7 +24,7 @@ def _case(reference, cid):
 
 
 @pytest.mark.parametrize("cid", case_ids())
-@pytest.mark.parametrize("engine", ["reference", "fast"])
+@pytest.mark.parametrize("engine", ["reference", "fast", "kernel"])
 def test_reference_case(reference, cid, engine):
     cfg, vectors = _case(reference, cid)
     net, inputs, theirs = load_case(cfg, vectors, engine=engine)

@@ -32,14 +32,14 @@ OPTIONS = [
 
 
 def make(rule, cell, seed=0, **kw):
-    """A float64 network with the default engine (the fast engine; ``engine=`` to choose)."""
+    """A float64 network with the default engine (``auto``: the kernel engine on the CPU; ``engine=`` to choose)."""
     torch.manual_seed(seed)
     return PlasticRNN(5, 6, 2, rule=rule, cell=cell, inner_loss_scale=0.5, **kw).double()
 
 
 @pytest.mark.parametrize("rule,cell,opts", [(r, c, o) for r, c in itertools.product(
     ("hebbian", "gradient"), ("rnn", "lstm")) for o in OPTIONS] + [("none", c, {}) for c in ("rnn", "lstm")])
-@pytest.mark.parametrize("engine", ["reference", "fast"])
+@pytest.mark.parametrize("engine", ["reference", "fast", "kernel"])
 def test_step_matches_plain_implementation(rule, cell, opts, engine):
     net = make(rule, cell, engine=engine, **opts)
     B = 3

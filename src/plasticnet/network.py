@@ -38,7 +38,7 @@ from .cells import CELL_CLASSES, CELLS, CellOutput
 from .engine import ENGINE_CHOICES, get_engine, resolve_engine
 from .layers import INNER_LR_MODES, FastWeights, PlasticLinear, check_choice, check_positive_int
 
-FUNC_TRANSFORM_RULES = {"fast": rules.RULES, "reference": ("hebbian", "none")}
+FUNC_TRANSFORM_RULES = {"fast": rules.RULES, "reference": ("hebbian", "none"), "kernel": ("none",)}
 """The rules each engine runs under ``torch.func`` transforms (``vmap`` over stacked models, ``grad``, ...)."""
 
 
@@ -334,8 +334,8 @@ class PlasticRNN(nn.Module):
             able = [e for e, r in FUNC_TRANSFORM_RULES.items() if self.rule in r]
             raise RuntimeError(
                 f"torch.func transforms (vmap, grad, ...) do not work with engine={self.engine!r} and "
-                f"rule={self.rule!r}" + (" (its gradient rule calls torch.autograd.grad)"
-                                         if self.engine == "reference" else "")
+                f"rule={self.rule!r}" + {"reference": " (its gradient rule calls torch.autograd.grad)",
+                                         "kernel": " (its compiled loop is opaque to torch.func)"}.get(self.engine, "")
                 + f"; engines that support them for this rule: {', '.join(map(repr, able))}")
 
     def extra_repr(self) -> str:

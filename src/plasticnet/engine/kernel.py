@@ -170,7 +170,7 @@ class _Episode(torch.autograd.Function):
         it = iter(ctx.saved_tensors)
         Fs = [_np(next(it)).copy() if layer is not None else f for f, layer in zip(sv["Fs"], layers)]
         npdt = sv["U"].dtype
-        B, T, n_in = sv["U"].shape
+        B, T, n_u = sv["U"].shape
         H = net.hidden_size
         G = layers[1].out_features
         D = layers[3].out_features
@@ -199,7 +199,7 @@ class _Episode(torch.autograd.Function):
         dh_out = adj(dh, (B, H))
         dc_out = adj(dc, (B, H)) if lstm else d2
         dYn = adj(dY, (B, T, net.output_size))
-        dU = np.zeros((B, T, n_in), npdt)
+        dU = np.zeros((B, T, n_u), npdt)
         domega = np.zeros((B, D), npdt) if grad else d2
         ln = net.layernorm is not None
         dgamma, dbeta = (np.zeros((B, H), npdt), np.zeros((B, H), npdt)) if ln else (d2, d2)
