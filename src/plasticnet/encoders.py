@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_choice, check_nonnegative_int
+
 ENCODERS = ("conv4", "resnet12")
 
 
@@ -71,8 +73,7 @@ class DropBlock(nn.Module):
         super().__init__()
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"DropBlock warmup must be a non-negative integer (batches), got {warmup!r}")
+        check_nonnegative_int("DropBlock warmup (batches)", warmup)
         self.drop_rate, self.block_size, self.warmup = float(drop_rate), int(block_size), warmup
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
@@ -150,11 +151,10 @@ class ResNet12(nn.Module):
 
 def make_encoder(name: str, in_channels: int = 3, **kwargs) -> nn.Module:
     """The encoder called ``name`` (one of :data:`ENCODERS`), keyword arguments passed on."""
+    check_choice("encoder", name, ENCODERS)
     if name == "conv4":
         return Conv4(in_channels, **kwargs)
-    if name == "resnet12":
-        return ResNet12(in_channels, **kwargs)
-    raise ValueError(f"unknown encoder {name!r}; allowed: {', '.join(map(repr, ENCODERS))}")
+    return ResNet12(in_channels, **kwargs)
 
 
 def encoder_output_size(encoder: nn.Module, in_channels: int, image_size: int) -> int:

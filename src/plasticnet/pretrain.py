@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from .data import augment
 from .encoders import encoder_output_size, make_encoder
+from .runfolder import load_checkpoint, save_atomic
 
 
 def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", channels: int = 64, steps: int = 1000,
@@ -74,9 +74,7 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {"encoder": encoder, "channels": task.channels, "image_size": task.image_size, "dataset": dataset,
             "state_dict": enc.state_dict(), "steps": steps}
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(out)
+    save_atomic(ckpt, out)
     return {"train_accuracy": sum(hits[-50:]) / len(hits[-50:]), "elapsed_s": time.time() - start, "path": str(out)}
 
 
@@ -85,7 +83,7 @@ def load_encoder(encoder: nn.Module, path, name: str, channels: int) -> nn.Modul
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained encoder {str(path)!r} not found (write one with `plasticnet pretrain`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, hint="write it again with `plasticnet pretrain`")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not an encoder checkpoint of `plasticnet pretrain`")
     if ckpt.get("encoder") != name or ckpt.get("channels") != channels:
