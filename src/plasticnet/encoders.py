@@ -73,7 +73,7 @@ class DropBlock(nn.Module):
         super().__init__()
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        check_nonnegative_int("DropBlock warmup (batches)", warmup)
+        check_nonnegative_int("DropBlock warmup", warmup)
         self.drop_rate, self.block_size, self.warmup = float(drop_rate), int(block_size), warmup
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
