@@ -380,3 +380,29 @@ def test_corrupt_checkpoint_in_python_api(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(CheckpointError, match="holds a list"):
         load_checkpoint(path)
+
+
+KILLED = """
+import json, sys
+from plasticnet.train import train_run
+train_run(json.loads(sys.argv[1]), sys.argv[2], progress=False)
+"""
+
+
+def test_sigkilled_run_resumes_to_byte_identical_metrics(tmp_path):
+    opts = small(rule="gradient", cell="lstm", batches=40, val_every=4, steps=12, lr_schedule="cosine",
+                 lr_min=1e-4)
+    proc = python(KILLED, json.dumps(opts), str(tmp_path / "killed"))
+    try:
+        deadline = time.time() + 60
+        metrics = tmp_path / "killed" / "metrics.csv"
+        while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 4):  # 3 validations
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # mid-run, wherever it is: no clean-up runs
+        proc.wait(timeout=10)
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    train_run({"task": "cue-reward"}, tmp_path / "killed", resume=True, progress=False)
+    train_run(opts, tmp_path / "full", progress=False)
+    assert (tmp_path / "killed" / "metrics.csv").read_bytes() == (tmp_path / "full" / "metrics.csv").read_bytes()
