@@ -7,6 +7,7 @@ import pytest
 from plasticnet import layers
 from plasticnet.checks import (
     check_choice,
+    check_known,
     check_nonnegative,
     check_nonnegative_int,
     check_positive,
@@ -64,3 +65,11 @@ def test_describe_type():
     assert describe_type(Optional[int]) == "an integer or null"
     assert describe_type(Optional[float]) == "a number or null"
     assert describe_type(bool) == "true or false" and describe_type(str) == "a string"
+
+
+def test_known_keys():
+    check_known("option(s)", {"a": 1}, ("a", "b"))
+    with pytest.raises(ValueError, match=r"^unknown option\(s\) 'x', 'y' for task 't'; valid keys: a, b$"):
+        check_known("option(s)", ["y", "x", "a"], ("a", "b"), " for task 't'")
+    with pytest.raises(ValueError, match=r"valid keys: \(none\)"):
+        check_known("option(s)", ["x"], ())

@@ -24,6 +24,19 @@ def check_choice(name: str, value, allowed: Iterable) -> None:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
+def check_known(what: str, given: Iterable, valid: Iterable, context: str = "") -> None:
+    """Raise ``ValueError`` naming every key of ``given`` not in ``valid``, and the valid ones.
+
+    ``unknown option(s) 'hiden' for task 'cue-reward'; valid keys: task, rule, ...``
+    (``what`` = ``"option(s)"``, ``context`` = ``" for task 'cue-reward'"``).
+    """
+    valid = list(valid)
+    unknown = sorted(set(given) - set(valid), key=str)
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}{context}; "
+                         f"valid keys: {', '.join(map(str, valid)) or '(none)'}")
+
+
 def is_int(value) -> bool:
     """``value`` is an ``int`` (``bool`` is not)."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -97,5 +110,5 @@ def describe_type(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
 
-__all__ = ["check_choice", "check_nonnegative", "check_nonnegative_int", "check_positive", "check_positive_int",
-           "check_range", "describe_type", "is_int"]
+__all__ = ["check_choice", "check_known", "check_nonnegative", "check_nonnegative_int", "check_positive",
+           "check_positive_int", "check_range", "describe_type", "is_int"]

@@ -26,6 +26,7 @@ from torch import nn
 
 from .checks import (
     check_choice,
+    check_known,
     check_nonnegative,
     check_nonnegative_int,
     check_positive,
@@ -173,10 +174,7 @@ def resolve_options(options: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError("options need a 'task'")
     task_cls = get_task_class(options["task"])
     defaults, kinds, _ = option_types(task_cls)
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for task {task_cls.name!r}; "
-                         f"valid keys: {', '.join(defaults)}")
+    check_known("option(s)", options, defaults, f" for task {task_cls.name!r}")
     resolved = dict(defaults)
     for k, v in options.items():
         resolved[k] = coerce(k, v, kinds[k])

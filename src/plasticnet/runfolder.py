@@ -366,7 +366,8 @@ class Metrics:
                 rows = list(csv.reader(f))
             if rows:
                 self.columns = rows[0]
-                kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= keep_upto]
+                whole = [r for r in rows[1:] if len(r) == len(self.columns)]  # not a half-appended row
+                kept = [rows[0]] + [r for r in whole if int(r[0]) <= keep_upto]
                 write_text_atomic(path, "".join(",".join(r) + "\n" for r in kept))
         elif path.exists():
             path.unlink()
