@@ -406,3 +406,20 @@ def test_sigkilled_run_resumes_to_byte_identical_metrics(tmp_path):
     train_run({"task": "cue-reward"}, tmp_path / "killed", resume=True, progress=False)
     train_run(opts, tmp_path / "full", progress=False)
     assert (tmp_path / "killed" / "metrics.csv").read_bytes() == (tmp_path / "full" / "metrics.csv").read_bytes()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_malicious_checkpoint_refused_without_running_code(tmp_path):
+    train_run(small(batches=5), tmp_path / "run", progress=False)
+    marker = tmp_path / "ran"
+    torch.save({"model": _Payload(str(marker))}, tmp_path / "run" / "best.pt")
+    with pytest.raises(CheckpointError, match="best.pt is damaged") as err:
+        load_run(tmp_path / "run")
+    assert not marker.exists() and "weights_only" not in str(err.value)

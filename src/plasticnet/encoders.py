@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import check_choice, check_nonnegative_int
+from .checks import check_choice, check_nonnegative_int, check_range
 
 ENCODERS = ("conv4", "resnet12")
 
@@ -71,8 +71,7 @@ class DropBlock(nn.Module):
 
     def __init__(self, drop_rate: float = 0.1, block_size: int = 5, warmup: int = 0):
         super().__init__()
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        check_range("drop_rate", drop_rate, 0, 1, high_open=True)
         check_nonnegative_int("DropBlock warmup", warmup)
         self.drop_rate, self.block_size, self.warmup = float(drop_rate), int(block_size), warmup
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))

@@ -28,6 +28,7 @@ Rules that keep work from being lost:
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -300,7 +301,12 @@ class RunLock:
             raise RunFolderError(f"cannot write the lock file {self.path}: {err.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a file system without locks
+                os.close(fd)
+                warnings.warn(f"cannot lock {self.path} ({err.strerror}): the run folder is not protected "
+                              f"from a second writer", stacklevel=2)
+                return self
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "a process that did not say who"
             os.close(fd)
             raise RunLockedError(f"run folder {self.run_dir} is in use by another writer ({holder}); "
