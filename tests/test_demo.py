@@ -41,7 +41,7 @@ def test_demo_parallel_jobs_match_sequential(tmp_path):
 
 def test_demo_refuses_bad_input(tmp_path, capsys):
     assert main(["demo", "--rules", "oja", "--out", str(tmp_path)]) == 2
-    assert "allowed: gradient, hebbian, none" in capsys.readouterr().err
+    assert "unknown rule 'oja'; allowed: 'gradient', 'hebbian', 'none'" in capsys.readouterr().err
     assert main(["demo", "--set", "hiden=1", "--out", str(tmp_path)]) == 2
     assert "valid keys" in capsys.readouterr().err
 

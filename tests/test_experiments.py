@@ -70,7 +70,7 @@ def test_trial_name_sanitises_values():
     ({"task": "x"}, "'name' is required"),
     ({"name": "n"}, "'task' is required"),
     ({"name": "a b", "task": "x"}, "folder name"),
-    (minimal(grids={"rule": ["gradient"]}), "unknown key.*'grids'.*allowed"),
+    (minimal(grids={"rule": ["gradient"]}), "unknown key.*'grids'.*valid keys: name, task"),
     (minimal(grid={"rule": "gradient"}), "grid.rule must be a non-empty list"),
     (minimal(grid={"rule": []}), "grid.rule must be a non-empty list"),
     (minimal(grid=["rule"]), "'grid' must be a mapping"),

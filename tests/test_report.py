@@ -151,3 +151,16 @@ def test_cli(sweep_dir, capsys, tmp_path):
     assert (out / "report.md").read_text().startswith("# T")
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_unreadable_config_skipped_with_a_warning(tmp_path):
+    root = tmp_path / "exp"
+    for seed in range(3):
+        make_run(root / f"seed={seed}", {"task": "cue-reward", "rule": "none", "seed": seed}, [0.5, 0.4])
+    bad = root / "seed=1" / "config.yaml"
+    bad.write_text("task: [cue-reward\n")  # a YAML syntax error
+    with pytest.warns(UserWarning, match=f"skipped {root / 'seed=1'}: {bad} cannot be read"):
+        runs = load_runs(root)
+    assert [r.path.name for r in runs] == ["seed=0", "seed=2"]
+    with pytest.warns(UserWarning, match="seed=1"):
+        assert write_report(root).is_file()

@@ -10,7 +10,8 @@ import yaml
 
 from plasticnet.cli import main
 from plasticnet.experiments import parse_experiment
-from plasticnet.report import read_metrics, write_report
+from plasticnet.report import write_report
+from plasticnet.runfolder import read_metrics
 from plasticnet.sweep import plan, run_sweep
 
 TINY = {"batch_size": 4, "val_every": 2, "val_batches": 1, "batches": 4, "cell": "rnn", "n_cues": 2}
@@ -35,7 +36,7 @@ def check_report_matches_runs(root, outcomes, seeds=2):
     text = write_report(root).read_text()
     means = table_means(text)
     for rule in ("gradient", "none"):
-        finals = [read_metrics(o.run_dir / "metrics.csv")["val_error"][-1]
+        finals = [read_metrics(o.run_dir)["val_error"][-1]
                   for o in outcomes if o.trial.options["rule"] == rule]
         mean, done, n = means[rule]
         assert (done, n) == (seeds, seeds)
@@ -67,7 +68,7 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path):
     resumed = run_sweep(longer, tmp_path, workers=1, log=lambda s: None)
     assert [o.status for o in resumed] == ["finished"] * 4
     for o in resumed:
-        assert list(read_metrics(o.run_dir / "metrics.csv")["batch"]) == [0, 2, 4]
+        assert list(read_metrics(o.run_dir)["batch"]) == [0, 2, 4]
     check_report_matches_runs(tmp_path / "tiny", resumed)
 
 
@@ -123,7 +124,7 @@ def test_ray_backend_matches_local(tmp_path, monkeypatch):
     assert not ray.is_initialized()  # the backend shut down the Ray instance it started
     local = run_sweep(exp, tmp_path / "local", workers=1, log=lambda s: None)
     for a, b in zip(ray_out, local):  # seeded runs: the same numbers on either backend
-        ma, mb = read_metrics(a.run_dir / "metrics.csv"), read_metrics(b.run_dir / "metrics.csv")
+        ma, mb = read_metrics(a.run_dir), read_metrics(b.run_dir)
         np.testing.assert_allclose(ma["val_error"], mb["val_error"], rtol=1e-6)
         assert (a.run_dir / "analysis.npz").is_file() == (b.run_dir / "analysis.npz").is_file()
     check_report_matches_runs(tmp_path / "ray" / "tiny", ray_out, seeds=1)

@@ -121,7 +121,7 @@ def test_regression_paper_sizes_and_bad_function():
     assert make_task("regression", function="mlp").options.n == 6
     with pytest.raises(ValueError, match="'linear', 'mlp'"):
         make_task("regression", function="cubic")
-    with pytest.raises(ValueError, match="valid: seq_length, delay, dim"):
+    with pytest.raises(ValueError, match="valid keys: seq_length, delay, dim"):
         make_task("seq-reproduction", length=3)
 
 

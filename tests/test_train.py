@@ -30,9 +30,16 @@ def small(**kw):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def rows(run_dir):
+    """metrics.csv as a list of rows (dicts), from the columns of read_metrics."""
+    columns = read_metrics(run_dir)
+    n = len(columns["batch"])
+    return [{k: (int(v[i]) if k == "batch" else float(v[i])) for k, v in columns.items()} for i in range(n)]
+
+
 def metrics(run_dir):
     """metrics.csv rows with NaN (no train loss at batch 0) as None, so rows compare with ==."""
-    return [{k: None if v != v else v for k, v in row.items()} for row in read_metrics(run_dir)]
+    return [{k: None if v != v else v for k, v in row.items()} for row in rows(run_dir)]
 
 
 def same_weights(a, b):
@@ -44,14 +51,14 @@ def test_run_folder(tmp_path):
     for name in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json"):
         assert (tmp_path / name).is_file()
     assert list((tmp_path / "tb").iterdir())  # TensorBoard events
-    rows = read_metrics(tmp_path)
-    assert [r["batch"] for r in rows] == [0, 5, 10]
-    assert list(rows[0])[:3] == ["batch", "train_loss", "val_error"]
-    assert math.isnan(rows[0]["train_loss"]) and rows[1]["train_loss"] > 0
+    rows_ = rows(tmp_path)
+    assert [r["batch"] for r in rows_] == [0, 5, 10]
+    assert list(rows_[0])[:3] == ["batch", "train_loss", "val_error"]
+    assert math.isnan(rows_[0]["train_loss"]) and rows_[1]["train_loss"] > 0
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary and summary["finished"] and summary["batches"] == 10
-    assert summary["final_val_error"] == rows[-1]["val_error"]
-    assert summary["best_val_error"] == min(r["val_error"] for r in rows)
+    assert summary["final_val_error"] == rows_[-1]["val_error"]
+    assert summary["best_val_error"] == min(r["val_error"] for r in rows_)
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["hidden_size"] == 12 and config["optimizer"] == "adamw" and config["inner_lr"] == 0.1
     best = load_checkpoint(tmp_path / "best.pt")  # weights_only=True
@@ -62,9 +69,9 @@ def test_run_folder(tmp_path):
 
 def test_loss_decreases(tmp_path):
     train_run(small(batches=60, val_every=20, val_batches=4, lr=3e-3), tmp_path, progress=False)
-    rows = read_metrics(tmp_path)
-    assert rows[-1]["val_error"] < 0.8 * rows[0]["val_error"]
-    assert rows[-1]["train_loss"] < rows[1]["train_loss"]
+    rows_ = rows(tmp_path)
+    assert rows_[-1]["val_error"] < 0.8 * rows_[0]["val_error"]
+    assert rows_[-1]["train_loss"] < rows_[1]["train_loss"]
 
 
 def test_resume_continues_to_the_same_numbers(tmp_path):
@@ -77,7 +84,7 @@ def test_resume_continues_to_the_same_numbers(tmp_path):
     train_run({"task": "cue-reward", "batches": 20}, tmp_path / "a", resume=True, progress=False)
     # ... equals an uninterrupted run of 20
     train_run(opts, tmp_path / "b", progress=False)
-    assert [r["batch"] for r in read_metrics(tmp_path / "b")] == [0, 5, 10, 15, 20]
+    assert [r["batch"] for r in rows(tmp_path / "b")] == [0, 5, 10, 15, 20]
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert same_weights(a["model"], b["model"])
@@ -135,8 +142,7 @@ def test_atomic_checkpoint(tmp_path, monkeypatch):
     save_atomic({"batch": 1, "w": torch.ones(3)}, path)
 
     def broken_save(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"half a checkpoint")
+        f.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -144,6 +150,7 @@ def test_atomic_checkpoint(tmp_path, monkeypatch):
         save_atomic({"batch": 2, "w": torch.zeros(3)}, path)
     ck = load_checkpoint(path)
     assert ck["batch"] == 1 and torch.equal(ck["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
 @pytest.mark.parametrize("where", ["loss", "grad"])
@@ -176,10 +183,10 @@ def test_non_finite_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, 
     [
         ({"hidden": 3}, "unknown option.*'hidden'.*valid keys: task, rule, cell, batches"),
         ({"hidden_size": "big"}, "hidden_size must be"),
-        ({"batches": 2.5}, "batches must be int"),
+        ({"batches": 2.5}, "batches must be an integer, got 2.5"),
         ({"batches": 0}, "batches must be a positive integer"),
-        ({"lr": "fast"}, "lr must be float"),
-        ({"modulation": "yes"}, "modulation must be bool"),
+        ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+        ({"modulation": "yes"}, "modulation must be true or false"),
         ({"optimizer": "sgd"}, "unknown optimizer 'sgd'; allowed: 'adamw', 'adam', 'rmsprop'"),
         ({"lr_schedule": "step"}, "allowed: 'constant', 'cosine'"),
         ({"rule": "oja"}, "unknown rule 'oja'"),

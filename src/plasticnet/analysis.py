@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .network import PlasticRNN
+from .runfolder import load_run, save_npz_atomic
 
 ANALYSIS_FILE = "analysis.npz"
 TRACE_KEYS = ("modulation", "inner_lr", "effective_lr", "clip_scale", "fast_norm")
@@ -57,8 +58,6 @@ def analyze_run(run_dir: Union[str, Path], episodes: int = 256, batch_size: int 
     is reproducible. Raises ``ValueError`` for a model that is not a
     :class:`~plasticnet.PlasticRNN` reading tensor inputs.
     """
-    from .train import load_run  # the trainer owns run folders
-
     run_dir = Path(run_dir)
     task, model, _ = load_run(run_dir)
     if not isinstance(model, PlasticRNN):
@@ -91,9 +90,7 @@ def analyze_run(run_dir: Union[str, Path], episodes: int = 256, batch_size: int 
     out["mask_frac"] = torch.cat(masks).mean(0).numpy()  # (T,)
     out["episodes"] = np.array(episodes)
     if save:
-        tmp = run_dir / (ANALYSIS_FILE + ".tmp.npz")
-        np.savez(tmp, **out)
-        tmp.replace(run_dir / ANALYSIS_FILE)
+        save_npz_atomic(run_dir / ANALYSIS_FILE, out)
     return out
 
 

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input, missing or unreadable files: a message, no traceback
         print(f"plasticnet {args.command}: error: {err}", file=sys.stderr)
         return 2
 

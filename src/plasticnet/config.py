@@ -20,9 +20,21 @@ import math
 import typing
 from typing import Any, Dict, Iterable, List, Tuple
 
+import torch
 import yaml
+from torch import nn
 
-from .tasks import get_task_class
+from .checks import (
+    check_choice,
+    check_known,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    describe_type,
+)
+from .tasks import get_task_class, make_task
+from .tasks.base import Task
 
 # trainer keys and their defaults (SPEC §1: the outer training of every [D23] sequence task)
 TRAIN_DEFAULTS: Dict[str, Any] = {
@@ -52,18 +64,22 @@ _TRAIN_TYPES = {"rule": str, "cell": str, "device": str, "optimizer": str, "lr_s
 
 
 def parse_set(items: Iterable[str]) -> Dict[str, Any]:
-    """``["key=value", ...]`` → ``{key: yaml.safe_load(value)}`` (``1e-3``, ``null``, ``true`` work)."""
+    """``["key=value", ...]`` → ``{key: yaml.safe_load(value)}`` (``1e-3``, ``null``, ``true`` work).
+
+    A value that is not valid YAML is refused naming the item (no parser traceback).
+    """
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({problem}); "
+                             f"quote it, e.g. --set '{key.strip()}=\"...\"'") from None
     return out
-
-
-def _type_name(kind) -> str:
-    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
 
 def coerce(key: str, value: Any, kind) -> Any:
@@ -86,7 +102,7 @@ def coerce(key: str, value: Any, kind) -> Any:
                 return coerce(key, value, arg)
             except ValueError as err:
                 errors.append(err)
-        raise ValueError(f"{key} must be {_type_name(kind)}, got {value!r}")
+        raise ValueError(f"{key} must be {describe_type(kind)}, got {value!r}")
     if kind is float:
         if isinstance(value, str):
             try:
@@ -105,7 +121,7 @@ def coerce(key: str, value: Any, kind) -> Any:
             return value
     else:  # a type this check does not know: leave it to the constructor
         return value
-    raise ValueError(f"{key} must be {_type_name(kind)}, got {value!r}")
+    raise ValueError(f"{key} must be {describe_type(kind)}, got {value!r}")
 
 
 def _kind_of_default(default):
@@ -158,28 +174,23 @@ def resolve_options(options: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError("options need a 'task'")
     task_cls = get_task_class(options["task"])
     defaults, kinds, _ = option_types(task_cls)
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for task {task_cls.name!r}; "
-                         f"valid keys: {', '.join(defaults)}")
+    check_known("option(s)", options, defaults, f" for task {task_cls.name!r}")
     resolved = dict(defaults)
     for k, v in options.items():
         resolved[k] = coerce(k, v, kinds[k])
     for k, allowed in CHOICES.items():
-        if resolved[k] not in allowed:
-            raise ValueError(f"unknown {k} {resolved[k]!r}; allowed: {', '.join(map(repr, allowed))}")
+        check_choice(k, resolved[k], allowed)
     for k in _POSITIVE_INT:
-        if resolved[k] <= 0:
-            raise ValueError(f"{k} must be a positive integer, got {resolved[k]!r}")
-    if resolved["seed"] < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {resolved['seed']!r}")
-    if resolved["threads"] is not None and resolved["threads"] <= 0:
-        raise ValueError(f"threads must be a positive integer or null, got {resolved['threads']!r}")
-    for k in ("lr", "weight_decay", "lr_min"):
-        if resolved[k] < 0 or (k == "lr" and resolved[k] == 0):
-            raise ValueError(f"{k} must be {'> 0' if k == 'lr' else '>= 0'}, got {resolved[k]!r}")
-    if resolved["grad_clip"] is not None and resolved["grad_clip"] <= 0:
-        raise ValueError(f"grad_clip must be > 0 or null, got {resolved['grad_clip']!r}")
+        check_positive_int(k, resolved[k])
+    check_nonnegative_int("seed", resolved["seed"])
+    check_positive_int("threads", resolved["threads"], allow_none=True)
+    check_positive("lr", resolved["lr"])
+    check_nonnegative("weight_decay", resolved["weight_decay"])
+    check_nonnegative("lr_min", resolved["lr_min"])
+    if resolved["lr_schedule"] == "cosine" and resolved["lr_min"] > resolved["lr"]:
+        raise ValueError(f"lr_min must be <= lr (the cosine schedule decays from lr to lr_min), "
+                         f"got lr_min={resolved['lr_min']!r} with lr={resolved['lr']!r}")
+    check_positive("grad_clip", resolved["grad_clip"], allow_none=True)
     return resolved
 
 
@@ -191,3 +202,40 @@ def split_options(config: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any
     for k, v in config.items():
         parts[index[groups[k]]][k] = v
     return parts[0], parts[1], parts[2]
+
+
+def build(config: Dict[str, Any]) -> Tuple[Task, nn.Module]:
+    """Task and freshly initialised model of a resolved ``config`` (model init seeded by ``seed``).
+
+    Bad option values (rejected by the task or model constructors) become ``ValueError``.
+    """
+    _, task_opts, model_opts = split_options(config)
+    try:
+        task = make_task(config["task"], **task_opts)
+        torch.manual_seed(config["seed"])
+        model = task.build_model(config["rule"], config["cell"], **model_opts)
+    except TypeError as err:
+        raise ValueError(f"bad option value: {err}") from err
+    return task, model
+
+
+def resolved_config(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Task, nn.Module]:
+    """Resolve ``options``, build task and model; ``config`` records the task's own resolution
+    (e.g. regression's ``n=None`` → the paper's ``n``, ``hidden_size=None`` → the matched size).
+
+    Writes nothing: every option is checked here, before a run folder is touched.
+    """
+    config = resolve_options(options)
+    task, model = build(config)
+    for k, v in vars(task.options).items():
+        config[k] = v
+    if "hidden_size" in config and config["hidden_size"] is None and hasattr(model, "hidden_size"):
+        config["hidden_size"] = model.hidden_size  # the size matching of SPEC §1, as built
+    if config["device"] != "cpu":
+        try:
+            dev = torch.device(config["device"])
+        except RuntimeError as err:
+            raise ValueError(f"bad device {config['device']!r}: {err}") from err
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {config['device']!r} requested but CUDA is not available")
+    return config, task, model

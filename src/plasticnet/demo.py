@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+from .checks import check_choice
 from .config import parse_set, resolve_options
 from .network import matched_hidden_size
 from .rules import RULES
@@ -38,8 +39,7 @@ SIZES = {"quick": (32, 3000), "paper": (128, 5000)}  # size-matching base, batch
 
 def size_options(size: str, rule: str) -> Dict:
     """``hidden_size`` of ``rule`` (vanilla RNN) at demo size ``quick`` or ``paper``."""
-    if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r}; allowed: {', '.join(map(repr, SIZES))}")
+    check_choice("demo size", size, SIZES)
     return {"hidden_size": matched_hidden_size(rule, "rnn", base=SIZES[size][0])}
 
 
@@ -133,9 +133,10 @@ def _cmd(args) -> int:
     import yaml
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    bad = [r for r in rules if r not in RULES]
-    if bad or not rules:
-        raise ValueError(f"unknown rule(s) {bad}; allowed: {', '.join(RULES)}")
+    if not rules:
+        raise ValueError(f"--rules names no rule; allowed: {', '.join(map(repr, RULES))}")
+    for r in rules:
+        check_choice("rule", r, RULES)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     extra = parse_set(args.set or [])

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import check_positive_int
+from .checks import check_choice, check_nonnegative_int, check_positive_int, check_range
 
 ENCODERS = ("conv4", "resnet12")
 
@@ -75,10 +75,8 @@ class DropBlock(nn.Module):
 
     def __init__(self, drop_rate: float = 0.1, block_size: int = 5, warmup: int = 0):
         super().__init__()
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"DropBlock warmup must be a non-negative integer (batches), got {warmup!r}")
+        check_range("drop_rate", drop_rate, 0, 1, high_open=True)
+        check_nonnegative_int("DropBlock warmup", warmup)
         self.drop_rate, self.block_size, self.warmup = float(drop_rate), int(block_size), warmup
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
@@ -156,11 +154,10 @@ class ResNet12(nn.Module):
 
 def make_encoder(name: str, in_channels: int = 3, **kwargs) -> nn.Module:
     """The encoder called ``name`` (one of :data:`ENCODERS`), keyword arguments passed on."""
+    check_choice("encoder", name, ENCODERS)
     if name == "conv4":
         return Conv4(in_channels, **kwargs)
-    if name == "resnet12":
-        return ResNet12(in_channels, **kwargs)
-    raise ValueError(f"unknown encoder {name!r}; allowed: {', '.join(map(repr, ENCODERS))}")
+    return ResNet12(in_channels, **kwargs)
 
 
 def build_encoder(name: str, in_channels: int, image_size: int, *, channels: int = 64, drop_rate: float = 0.1,
@@ -198,7 +195,9 @@ def load_encoder(encoder: nn.Module, path, name: str, channels: int) -> nn.Modul
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained encoder {str(path)!r} not found (write one with `plasticnet pretrain`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    from .runfolder import load_checkpoint
+
+    ckpt = load_checkpoint(path, hint="write it again with `plasticnet pretrain`")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not an encoder checkpoint of `plasticnet pretrain`")
     if ckpt.get("encoder") != name or ckpt.get("channels") != channels:

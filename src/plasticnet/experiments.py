@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
+from .checks import check_known
 from .network import matched_hidden_size
 
 TOP_KEYS = ("name", "task", "base", "grid", "zip", "seeds", "size_matching", "description")
@@ -166,9 +167,10 @@ def parse_experiment(data: Any, source: str = "<experiment>") -> Experiment:
     """Validate a loaded YAML document and build the :class:`Experiment`; clear errors name the bad field."""
     if not isinstance(data, dict):
         raise ValueError(f"{source}: an experiment file must be a mapping with keys {', '.join(TOP_KEYS)}")
-    unknown = sorted(set(data) - set(TOP_KEYS))
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(TOP_KEYS)}")
+    try:
+        check_known("key(s)", data, TOP_KEYS)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
     for key in ("name", "task"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise ValueError(f"{source}: {key!r} is required (a non-empty string)")

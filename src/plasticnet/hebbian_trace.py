@@ -58,8 +58,8 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .checks import check_choice, check_positive_int, check_range
 from .engine.factored import factored_read
-from .layers import check_choice, check_positive_int
 
 RULES = ("none", "trace", "trace-learned", "oja", "neuromod", "neuromod-retro")  # the family's rules
 TRACE_RULES = tuple(r for r in RULES if r != "none")  # the rules with a Hebbian trace
@@ -113,7 +113,8 @@ def trace_update(rule: str, hebb: Tensor, elig: Optional[Tensor], pre: Tensor, p
         hebb = hebb + m.unsqueeze(1) * elig
         elig = torch.baddbmm(elig * (1 - rate), x, y * rate)
     else:
-        raise ValueError(f"unknown trace rule {rule!r}; allowed: {', '.join(map(repr, TRACE_RULES))}")
+        check_choice("trace rule", rule, TRACE_RULES)
+        raise AssertionError(f"trace rule {rule!r} has no update")  # a rule listed but not implemented
     if clip is not None:
         hebb = hebb.clamp(-clip, clip)
     return hebb, elig
@@ -180,10 +181,8 @@ class TraceLinear(nn.Module):
         check_positive_int("out_features", out_features)
         check_choice("rule", rule, RULES)
         check_choice("alpha_constraint", alpha_constraint, ALPHA_CONSTRAINTS)
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-        if clip is not None and clip < 0:
-            raise ValueError(f"clip must be >= 0 or None, got {clip!r}")
+        check_range("gamma", gamma, 0, 1, low_open=True)
+        check_range("clip", clip, low=0, allow_none=True)
         self.in_features, self.out_features, self.rule = in_features, out_features, rule
         self.alpha_constraint = alpha_constraint
         if clip is None:

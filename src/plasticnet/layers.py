@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
+from .checks import check_choice, check_positive_int  # noqa: F401  (re-exported: engine/, network use them)
+
 INNER_LR_MODES = ("random", "uniform", "neg_uniform", "none")
 
 
@@ -40,18 +42,6 @@ class FastWeights(NamedTuple):
     def read_t(self, d: Tensor) -> Tensor:
         """``F d`` (a gradient sent back through ``F``): ``(B, out) → (B, in)``."""
         return torch.bmm(self.w, d.unsqueeze(-1)).squeeze(-1)
-
-
-def check_choice(name: str, value, allowed) -> None:
-    """Raise ``ValueError`` naming ``value`` and the allowed choices."""
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
-
-
-def check_positive_int(name: str, value) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def init_inner_lr(shape, mode: str) -> Optional[nn.Parameter]:

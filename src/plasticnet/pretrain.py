@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from .data import augment
 from .encoders import build_encoder, encoder_output_size
+from .runfolder import save_atomic
 
 
 def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", channels: int = 64, steps: int = 1000,
@@ -70,9 +70,7 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {"encoder": encoder, "channels": task.channels, "image_size": task.image_size, "dataset": dataset,
             "state_dict": enc.state_dict(), "steps": steps}
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(out)
+    save_atomic(ckpt, out)
     return {"train_accuracy": sum(hits[-50:]) / len(hits[-50:]), "elapsed_s": time.time() - start, "path": str(out)}
 
 

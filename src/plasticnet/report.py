@@ -22,18 +22,17 @@ For each group the report (``report.md``, figures under ``figures/``) gives:
 
 from __future__ import annotations
 
-import csv
-import json
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import yaml
 
 from .analysis import load_analysis
+from .runfolder import read_config, read_metrics, read_summary
 
 DERIVED = ("hidden_size",)  # dropped from conditions when the other varied keys determine them
 LAST_KEYS = ("cell", "rule")  # ordered last, so tables read like the paper's (rows rule, columns cell)
@@ -105,22 +104,12 @@ def t_interval(values) -> Tuple[float, float, int]:
     return float(x.mean()), t_quantile(n - 1) * float(x.std(ddof=1)) / math.sqrt(n), n
 
 
-def read_metrics(path: Path) -> Dict[str, np.ndarray]:
-    """Columns of ``metrics.csv`` as float arrays (empty dict if missing)."""
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    out = {}
-    for key in rows[0]:
-        out[key] = np.array([float(r[key]) if r[key] not in ("", None) else math.nan for r in rows])
-    return out
-
-
 def load_runs(root) -> List[Run]:
-    """Every run folder (a folder with ``config.yaml``) under ``root``, sorted by path."""
+    """Every run folder (a folder with ``config.yaml``) under ``root``, sorted by path.
+
+    A run whose ``config.yaml`` or ``metrics.csv`` cannot be read is skipped
+    with a warning naming the file; the others are reported.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{str(root)!r} is not a folder")
@@ -129,14 +118,13 @@ def load_runs(root) -> List[Run]:
         if any(part.startswith(".") for part in cfg.relative_to(root).parts):
             continue  # e.g. the Ray backend's .ray/ bookkeeping
         run_dir = cfg.parent
-        summary = None
-        if (run_dir / "summary.json").is_file():
-            try:
-                summary = json.loads((run_dir / "summary.json").read_text())
-            except json.JSONDecodeError:
-                summary = None
-        runs.append(Run(run_dir, yaml.safe_load(cfg.read_text()) or {}, read_metrics(run_dir / "metrics.csv"),
-                        summary, load_analysis(run_dir)))
+        try:
+            config = read_config(run_dir)
+            metrics = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else {}
+        except (ValueError, OSError) as err:
+            warnings.warn(f"skipped {run_dir}: {err}", stacklevel=2)
+            continue
+        runs.append(Run(run_dir, config, metrics, read_summary(run_dir), load_analysis(run_dir)))
     return runs
 
 

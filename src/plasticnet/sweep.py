@@ -8,7 +8,10 @@ and are trained by :func:`plasticnet.train.train_run`. A sweep is restartable:
   (``train_run(..., resume=True)``), so a sweep killed halfway continues
   where it stopped;
 - a run folder made with other options than the trial's (the file was edited)
-  is refused rather than mixed.
+  is refused rather than mixed (:func:`plasticnet.runfolder.resume_config`,
+  the check ``train --resume`` makes), and so is a folder holding other files;
+- a trial whose folder another process holds (a second sweep into the same
+  ``--out``, a ``train`` by hand) is skipped (status ``held``), not trained twice.
 
 Backends (the same trials and folders either way, so one report reads both):
 
@@ -27,7 +30,6 @@ into its folder (``--no-analysis`` to skip).
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -38,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import yaml
-
+from .checks import check_choice
 from .config import parse_set, resolve_options
 from .experiments import Experiment, Trial, load_experiment
+from .runfolder import RunLockedError, check_folder, lock_holder, read_summary, resume_config
 
 BACKENDS = ("local", "ray")
 RAY_HINT = "the ray backend needs Ray Tune: pip install 'plasticnet[sweep]'"
@@ -49,7 +51,8 @@ RAY_HINT = "the ray backend needs Ray Tune: pip install 'plasticnet[sweep]'"
 
 @dataclass
 class Outcome:
-    """What happened to one trial: ``status`` ∈ {finished, skipped, failed, pending (dry run)}."""
+    """What happened to one trial: ``status`` ∈ {finished, skipped, held (by another process), failed,
+    and before running: new, partial}."""
 
     trial: Trial
     run_dir: Path
@@ -58,47 +61,32 @@ class Outcome:
     error: str = ""
 
 
-def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
-    """``summary.json`` of a run folder, or ``None``."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
 def trial_state(run_dir: Path, batches: int) -> str:
-    """``finished`` (summary says so, at ``batches`` or more), ``partial`` (a ``last.pt`` to resume
-    from, e.g. a killed trial or one asked for more batches now) or ``new``."""
+    """``held`` (another process holds the folder's lock), ``finished`` (summary says so, at ``batches``
+    or more), ``partial`` (a ``last.pt`` to resume from, e.g. a killed trial or one asked for more
+    batches now) or ``new``."""
+    if lock_holder(run_dir) is not None:
+        return "held"
     summary = read_summary(run_dir)
     if summary and summary.get("finished") and summary.get("batches", 0) >= batches:
         return "finished"
     return "partial" if (Path(run_dir) / "last.pt").is_file() else "new"
 
 
-def check_run_folder(run_dir: Path, config: Dict[str, Any]) -> None:
-    """Refuse a run folder whose ``config.yaml`` disagrees with the trial's resolved ``config``.
+def check_run_folder(run_dir: Path, options: Dict[str, Any]) -> None:
+    """Refuse a trial's folder that holds other files, or a run made with other options than ``options``.
 
-    Only the keys the trainer lets a resumed run change (``batches``, ``device``, ...) may differ.
+    The same check as ``train --resume`` (:func:`plasticnet.runfolder.resume_config`), with the trial's
+    options taken as the whole run: only the keys a resumed run may change (``batches``, ``device``, ...)
+    may differ; an option added to the library after the run was written takes its default.
     """
-    from .train import RESUME_MAY_CHANGE
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return
-    saved = yaml.safe_load(path.read_text()) or {}
-    diff = {k: (saved.get(k), v) for k, v in config.items()
-            if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
-    if diff:
-        detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
-        raise ValueError(f"run folder {str(run_dir)!r} was made with other options ({detail}); "
-                         f"remove it or write the sweep to another --out")
+    if check_folder(run_dir, resume=True):
+        resume_config(run_dir, options, complete=True)
 
 
 def run_trial(options: Dict[str, Any], run_dir: str, analyze: bool = True, threads: int = 1) -> Dict[str, Any]:
-    """Train (or resume) one trial into ``run_dir``, then analyse it; returns the summary.
+    """Train (or resume) one trial into ``run_dir``, then analyse it; returns the summary
+    (``{"held": message}`` when another process holds the folder).
 
     Runs in a worker process (or a Ray worker), so it sets torch's thread count.
     """
@@ -108,7 +96,10 @@ def run_trial(options: Dict[str, Any], run_dir: str, analyze: bool = True, threa
 
     torch.set_num_threads(threads)
     run_dir = Path(run_dir)
-    summary = train_run(dict(options), run_dir, resume=(run_dir / "last.pt").is_file(), progress=False)
+    try:
+        summary = train_run(dict(options), run_dir, resume=True, progress=False)
+    except RunLockedError as err:  # another process took the trial since the plan: leave it to it
+        return {"held": str(err)}
     if analyze:
         from .analysis import analyze_run
 
@@ -131,9 +122,9 @@ def plan(experiment: Experiment, out: Path) -> List[Outcome]:
         run_dir = root / trial.name
         try:
             config = resolve_options(trial.options)  # bad keys or values: refused before anything runs
+            check_run_folder(run_dir, trial.options)
         except ValueError as err:
             raise ValueError(f"experiment {experiment.name!r}, trial {trial.name}: {err}") from None
-        check_run_folder(run_dir, config)
         outcomes.append(Outcome(trial, run_dir, trial_state(run_dir, config["batches"])))
     return outcomes
 
@@ -154,6 +145,8 @@ def _run_local(pending: List[Outcome], workers: int, analyze: bool, log: Callabl
     def finish(o: Outcome, fn: Callable[[], Dict[str, Any]]) -> None:
         try:
             o.summary, o.status = fn(), "finished"
+            if "held" in o.summary:
+                o.status, o.error, o.summary = "held", o.summary["held"], None
         except Exception as err:  # one failed trial must not stop the others
             o.status, o.error = "failed", f"{type(err).__name__}: {err}"
             if workers == 1:
@@ -219,7 +212,10 @@ def _run_ray(pending: List[Outcome], workers: Optional[int], analyze: bool, addr
                 errors[result.config["trial"]] = f"{type(result.error).__name__}: {result.error}"
         for o in pending:
             o.summary = read_summary(o.run_dir)
-            if o.trial.name in errors or not (o.summary and o.summary.get("finished")):
+            if o.trial.name not in errors and not (o.summary and o.summary.get("finished")) \
+                    and lock_holder(o.run_dir) is not None:
+                o.status, o.error = "held", f"held by {lock_holder(o.run_dir)}"
+            elif o.trial.name in errors or not (o.summary and o.summary.get("finished")):
                 o.status, o.error = "failed", errors.get(o.trial.name, "no finished summary.json")
             else:
                 o.status = "finished"
@@ -232,6 +228,8 @@ def _run_ray(pending: List[Outcome], workers: Optional[int], analyze: bool, addr
 def _line(o: Outcome) -> str:
     if o.status == "failed":
         return f"{o.trial.name}: FAILED {o.error.splitlines()[0] if o.error else ''}"
+    if o.status == "held":
+        return f"{o.trial.name}: skipped, {o.error}"
     if o.summary:
         return f"{o.trial.name}: {o.status}, final val_error {o.summary.get('final_val_error', float('nan')):.4g}"
     return f"{o.trial.name}: {o.status}"
@@ -242,22 +240,28 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
               log: Callable[[str], None] = print) -> List[Outcome]:
     """Run the pending trials of ``experiment`` under ``out/<name>/``; returns one :class:`Outcome` per trial.
 
-    Finished trials are skipped (status ``skipped``), partial ones resumed.
-    Failed trials are reported in their outcome (status ``failed``), not raised.
+    Finished trials are skipped (status ``skipped``), partial ones resumed, trials another
+    process holds left to it (status ``held``). Failed trials are reported in their outcome
+    (status ``failed``), not raised.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    check_choice("backend", backend, BACKENDS)
     if workers is None and backend == "local":
         workers = 1
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     outcomes = plan(experiment, Path(out))
-    pending = [o for o in outcomes if o.status != "finished"]
+    pending = [o for o in outcomes if o.status in ("new", "partial")]
+    held = [o for o in outcomes if o.status == "held"]
     for o in outcomes:
         if o.status == "finished":
             o.status, o.summary = "skipped", read_summary(o.run_dir)
-    log(f"{experiment.name}: {len(outcomes)} trials, {len(outcomes) - len(pending)} already finished, "
-        f"{sum(o.status == 'partial' for o in pending)} to resume, backend {backend}")
+        elif o.status == "held":
+            o.error = f"held by {lock_holder(o.run_dir) or 'another process (now done)'}"
+    log(f"{experiment.name}: {len(outcomes)} trials, {sum(o.status == 'skipped' for o in outcomes)} already "
+        f"finished, {len(held)} held by another process, {sum(o.status == 'partial' for o in pending)} to resume, "
+        f"backend {backend}")
+    for o in held:
+        log(_line(o))
     if pending:
         root = Path(out).resolve() / experiment.name
         root.mkdir(parents=True, exist_ok=True)
@@ -291,9 +295,12 @@ def _cmd(args) -> int:
     except ImportError as err:
         raise ValueError(str(err)) from None
     failed = [o for o in outcomes if o.status == "failed"]
+    held = [o for o in outcomes if o.status == "held"]
     for o in failed:
         print(f"failed: {o.run_dir}\n{o.error}")
-    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} trials finished under {Path(args.out) / experiment.name}/")
+    done = len(outcomes) - len(failed) - len(held)
+    print(f"{done}/{len(outcomes)} trials finished under {Path(args.out) / experiment.name}/"
+          + (f"; {len(held)} left to the other process that holds them" if held else ""))
     return 1 if failed else 0
 
 
@@ -312,4 +319,5 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_cmd)
 
 
-__all__ = ["Outcome", "plan", "read_summary", "run_sweep", "run_trial", "trial_state", "BACKENDS"]
+__all__ = ["Outcome", "check_run_folder", "plan", "read_summary", "run_sweep", "run_trial", "trial_state",
+           "BACKENDS"]

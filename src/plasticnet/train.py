@@ -1,13 +1,8 @@
 """The episodic trainer (SPEC §1, outer training) and ``plasticnet train`` / ``eval``.
 
-One run = one flat option dict (:mod:`plasticnet.config`) and one run folder::
-
-    config.yaml    the resolved options
-    metrics.csv    batch, train_loss, val_error, val_<key>...   (one row per validation)
-    best.pt        checkpoint with the lowest val_error so far
-    last.pt        checkpoint of the last validation
-    tb/            TensorBoard events (when tensorboard is installed)
-    summary.json   {"finished", "best_val_error", "final_val_error", "batches", "elapsed_s", ...}
+One run = one flat option dict (:mod:`plasticnet.config`) and one run folder
+(:mod:`plasticnet.runfolder`: ``config.yaml``, ``metrics.csv``, ``best.pt``,
+``last.pt``, ``tb/``, ``summary.json``), locked while the run writes it.
 
 The loop, per batch ``b = 1..batches``: fresh episodes from the training
 generator, ``loss = task.loss + task.regularizer``, backward, clip the
@@ -18,8 +13,10 @@ validation stream). Checkpoints are written atomically (temp file +
 ``os.replace``) and hold only what ``torch.load(weights_only=True)`` reads:
 model and optimizer state, the batch counter and the RNG states, so
 ``resume=True`` continues a killed run to the same numbers as an
-uninterrupted one. A non-finite loss or gradient stops the run, naming the
-batch, and leaves the last good checkpoint in place.
+uninterrupted one. A non-finite loss, gradient or validation error stops
+the run, naming the batch, and leaves the last good checkpoint in place
+(its validation error is finite). Every option is checked, and the folder
+too (new, empty, or a run folder to resume), before anything is written.
 """
 
 from __future__ import annotations
@@ -27,24 +24,40 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 import yaml
 from torch import nn
 
-from .config import TRAIN_DEFAULTS, parse_set, resolve_options, split_options
+from .checks import check_nonnegative_int, check_positive_int
+from .config import TRAIN_DEFAULTS, build, parse_set, resolve_options, resolved_config
 from .hebbian_trace import TRACE_RULES
 from .rules import RULES
-from .runfolder import Metrics, load_checkpoint, read_metrics, save_atomic, tensorboard, write_text_atomic
-from .tasks import make_task, task_names
+from .runfolder import (
+    RESUME_MAY_CHANGE,
+    Metrics,
+    RunLock,
+    RunLockedError,
+    check_folder,
+    check_run_path,
+    load_checkpoint,
+    load_run,
+    lock_holder,
+    read_metrics,
+    resume_config,
+    save_atomic,
+    tensorboard,
+    write_text_atomic,
+)
+from .tasks import task_names
 from .tasks.base import Batch, Task
 
-__all__ = ["NonFiniteError", "build", "evaluate", "episode_generator", "load_checkpoint", "load_run", "lr_at",
-           "make_optimizer", "read_metrics", "resolved_config", "save_atomic", "train_run", "validation_batches"]
+__all__ = ["NonFiniteError", "RESUME_MAY_CHANGE", "build", "evaluate", "episode_generator", "load_checkpoint",
+           "load_run", "lr_at", "make_optimizer", "read_metrics", "resolved_config", "save_atomic", "train_run",
+           "validation_batches"]
 
 STREAMS = {"train": 0, "val": 1, "test": 2}
 
@@ -56,39 +69,6 @@ class NonFiniteError(ValueError):
 def episode_generator(seed: int, stream: str) -> torch.Generator:
     """The generator of one episode stream of a seed: ``train``, ``val`` (held-out) or ``test``."""
     return torch.Generator().manual_seed(3 * seed + STREAMS[stream])
-
-
-def build(config: Dict[str, Any]) -> Tuple[Task, nn.Module]:
-    """Task and freshly initialised model of a resolved ``config`` (model init seeded by ``seed``).
-
-    Bad option values (rejected by the task or model constructors) become ``ValueError``.
-    """
-    _, task_opts, model_opts = split_options(config)
-    try:
-        task = make_task(config["task"], **task_opts)
-        torch.manual_seed(config["seed"])
-        model = task.build_model(config["rule"], config["cell"], **model_opts)
-    except TypeError as err:
-        raise ValueError(f"bad option value: {err}") from err
-    return task, model
-
-
-def resolved_config(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Task, nn.Module]:
-    """Resolve ``options``, build task and model; ``config`` records the task's own resolution."""
-    config = resolve_options(options)
-    task, model = build(config)
-    for k, v in vars(task.options).items():  # e.g. regression's n=None → the paper's n
-        config[k] = v
-    if "hidden_size" in config and config["hidden_size"] is None and hasattr(model, "hidden_size"):
-        config["hidden_size"] = model.hidden_size  # the size matching of SPEC §1, as built
-    if config["device"] != "cpu":
-        try:
-            dev = torch.device(config["device"])
-        except RuntimeError as err:
-            raise ValueError(f"bad device {config['device']!r}: {err}") from err
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {config['device']!r} requested but CUDA is not available")
-    return config, task, model
 
 
 def make_optimizer(config: Dict[str, Any], params) -> torch.optim.Optimizer:
@@ -139,39 +119,43 @@ def evaluate(task: Task, model: nn.Module, batches, device="cpu") -> Dict[str, f
 
 
 # ------------------------------------------------------------------ training
-RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches", "engine")
-
-
-def _resume_config(options: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    # an option added to the library after the run was written takes its current default
-    before = resolve_options(saved)
-    merged = resolve_options({**saved, **options})
-    changed = [k for k in merged if k not in RESUME_MAY_CHANGE and merged[k] != before[k]]
-    if changed:
-        raise ValueError(f"cannot resume {run_dir} with other options: "
-                         + ", ".join(f"{k}={merged[k]!r} (run has {before[k]!r})" for k in changed)
-                         + f"; only {', '.join(RESUME_MAY_CHANGE)} may change")
-    return merged
-
-
 def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
     """Train one run into ``run_dir``; returns its summary (also ``summary.json``).
 
     ``options``: flat dict with at least ``task`` (see :mod:`plasticnet.config`).
-    ``resume``: continue from ``run_dir/last.pt`` (only the keys of
-    :data:`RESUME_MAY_CHANGE` may differ from the saved config; a folder
-    without ``last.pt`` starts afresh). Without ``resume`` a folder that
-    already holds a run is refused.
+    ``run_dir`` must be new, empty, or — with ``resume`` — a run folder:
+    ``resume`` continues from ``run_dir/last.pt`` with the saved options
+    (``options`` may change only :data:`~plasticnet.runfolder.RESUME_MAY_CHANGE`;
+    a run folder without ``last.pt``, killed before its first checkpoint,
+    starts again with its saved options). Without ``resume`` a folder that
+    already holds a run is refused; so is, always, a folder holding other
+    files or checkpoints without their ``config.yaml``. Options and folder are
+    checked before anything is written; the folder is locked for the whole run
+    (:class:`~plasticnet.runfolder.RunLock`: a second writer is refused at once).
     """
-    run_dir = Path(run_dir)
+    run_dir = check_run_path(run_dir)
+    holder = lock_holder(run_dir) if run_dir.is_dir() else None
+    if holder is not None:
+        raise RunLockedError(f"run folder {run_dir} is in use by another writer ({holder}); "
+                             f"wait for it to finish or stop it, then resume")
+    built = None
+    if not check_folder(run_dir, resume):  # a fresh start: every option checked before anything is written
+        built = resolved_config(options)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot make the run folder {run_dir}: {err.strerror}") from None
+    with RunLock(run_dir):
+        if check_folder(run_dir, resume):  # again under the lock: another writer may have been first
+            built = resume_config(run_dir, options)
+        elif built is None:
+            built = resolved_config(options)
+        return _train(*built, run_dir, progress)
+
+
+def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, progress: bool) -> Dict[str, Any]:
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    resuming = resume and last_path.is_file() and (run_dir / "config.yaml").is_file()
-    if not resume and last_path.is_file():
-        raise ValueError(f"{run_dir} already holds a run; pass resume (--resume) or another run folder")
-    if resuming:
-        options = _resume_config(options, run_dir)
-    config, task, model = resolved_config(options)
+    resuming = last_path.is_file()  # the caller checked that the folder is this run's
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     device = torch.device(config["device"])
@@ -181,7 +165,9 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
     start, best, elapsed, last_val = 0, math.inf, 0.0, math.nan
 
     if resuming:
-        ck = load_checkpoint(last_path, map_location=device)
+        ck = load_checkpoint(last_path, map_location=device,
+                             hint="best.pt may still be intact (plasticnet eval RUN --checkpoint best); "
+                                  "to train again, use a new run folder")
         if ck["batch"] > config["batches"]:
             raise ValueError(f"{run_dir} is at batch {ck['batch']}, beyond batches={config['batches']}")
         model.load_state_dict(ck["model"])
@@ -194,10 +180,12 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
             summary = json.loads(summary_path.read_text())
             if summary.get("finished"):
                 return summary
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)
-    if not resuming and (run_dir / "tb").is_dir():  # events of a run killed before its first checkpoint
-        shutil.rmtree(run_dir / "tb")
+    if not resuming:  # a run killed before its first checkpoint: its events, metrics and best.pt go
+        best_path.unlink(missing_ok=True)
+        if (run_dir / "tb").is_dir():
+            for f in (run_dir / "tb").iterdir():
+                f.unlink()
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     metrics = Metrics(run_dir / "metrics.csv", keep_upto=start if resuming else None)
     tb = tensorboard(run_dir, purge_step=start + 1 if resuming else None)
@@ -209,10 +197,30 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
                 "best_val_error": best, "val_error": val, "elapsed_s": elapsed + time.time() - t0,
                 "config": config}
 
-    def validate(batch: int, train_loss: float) -> float:
-        nonlocal best
+    def finish(summary: Dict[str, Any]) -> Dict[str, Any]:
+        if tb is not None:
+            tb.close()
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def stop(what: str, batch: int, done: int) -> None:
+        """End the run on a non-finite ``what`` at ``batch``, keeping the last good checkpoint."""
+        bar.close()
+        if last_path.is_file():
+            kept = f"last good checkpoint {last_path} (batch {load_checkpoint(last_path)['batch']}) kept"
+        else:
+            kept = "no checkpoint was written (the initial model already fails; check the options)"
+        msg = f"non-finite {what} at batch {batch}: run stopped; {kept}"
+        finish({"finished": False, "error": msg, "best_val_error": best, "final_val_error": last_val,
+                "batches": done, "elapsed_s": elapsed + time.time() - t0, "parameters": n_params})
+        raise NonFiniteError(msg)
+
+    def validate(batch: int, train_loss: float) -> None:
+        nonlocal best, last_val
         vals = evaluate(task, model, validation_batches(task, config), device)
         metrics.write(batch, train_loss, vals)
+        if not math.isfinite(vals["error"]):  # nothing of this model is kept
+            stop(f"validation error {vals['error']}", batch, batch)
         if tb is not None:
             for k, v in vals.items():
                 tb.add_scalar(f"val/{k}", v, batch)
@@ -222,22 +230,16 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
             tb.flush()
         improved = vals["error"] < best
         best = min(best, vals["error"])
+        last_val = vals["error"]
         ck = checkpoint(batch, vals["error"])
         if improved:  # best before last: a run killed in between re-validates this batch on resume
             save_atomic(ck, best_path)
         save_atomic(ck, last_path)
-        return vals["error"]
-
-    def finish(summary: Dict[str, Any]) -> Dict[str, Any]:
-        if tb is not None:
-            tb.close()
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        return summary
 
     t0 = time.time()
-    if not resuming:
-        last_val = validate(0, math.nan)
     bar = _progress(progress, config, start)
+    if not resuming:
+        validate(0, math.nan)
     loss_sum, loss_n = 0.0, 0
     model.train()
     for b in range(start, config["batches"]):
@@ -251,18 +253,12 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
             norm = nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"] or math.inf)
         if not torch.isfinite(loss) or not torch.isfinite(norm):
             what = f"loss {loss.item()}" if not torch.isfinite(loss) else f"gradient norm {norm.item()}"
-            ck_batch = load_checkpoint(last_path)["batch"] if last_path.is_file() else None
-            msg = (f"non-finite {what} at batch {b + 1}: run stopped; "
-                   f"last good checkpoint {last_path} (batch {ck_batch}) kept")
-            bar.close()
-            finish({"finished": False, "error": msg, "best_val_error": best, "final_val_error": last_val,
-                    "batches": b, "elapsed_s": elapsed + time.time() - t0, "parameters": n_params})
-            raise NonFiniteError(msg)
+            stop(what, b + 1, b)
         optimizer.step()
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         done = b + 1
         if done % config["val_every"] == 0 or done == config["batches"]:
-            last_val = validate(done, loss_sum / loss_n)
+            validate(done, loss_sum / loss_n)
             loss_sum, loss_n = 0.0, 0
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{last_val:.4f}", refresh=False)
@@ -277,23 +273,6 @@ def _progress(enabled: bool, config, start: int):
 
     return tqdm(total=config["batches"], initial=start, disable=not enabled, dynamic_ncols=True,
                 desc=f"{config['task']} {config['rule']}/{config['cell']}", unit="batch")
-
-
-def load_run(run_dir, which: str = "best") -> Tuple[Task, nn.Module, Dict[str, Any]]:
-    """``(task, model, config)`` of a run folder with checkpoint ``which`` (best/last) loaded."""
-    run_dir = Path(run_dir)
-    if which not in ("best", "last"):
-        raise ValueError(f"unknown checkpoint {which!r}; allowed: 'best', 'last'")
-    cfg_path, ck_path = run_dir / "config.yaml", run_dir / f"{which}.pt"
-    for p in (cfg_path, ck_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found (is {run_dir} a run folder?)")
-    config = yaml.safe_load(cfg_path.read_text())
-    config = {**config, "device": "cpu"} if not torch.cuda.is_available() else config
-    config, task, model = resolved_config(config)
-    model.load_state_dict(load_checkpoint(ck_path)["model"])
-    model.eval()
-    return task, model, config
 
 
 # ------------------------------------------------------------------ CLI
@@ -315,9 +294,12 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    if args.batches is not None:
+        check_positive_int("--batches", args.batches)
     task, model, config = load_run(args.run_dir, args.checkpoint)
-    batches = args.batches or config["val_batches"]
+    batches = config["val_batches"] if args.batches is None else args.batches
     seed = config["seed"] if args.seed is None else args.seed
+    check_nonnegative_int("--seed", seed)
     vals = evaluate(task, model, validation_batches(task, config, "test", batches, seed), config["device"])
     print(f"{args.run_dir} ({args.checkpoint} checkpoint), {batches} batches of fresh episodes (seed {seed}):")
     for k, v in vals.items():
@@ -346,7 +328,7 @@ def add_parser(sub) -> None:
     e = sub.add_parser("eval", help="re-evaluate a run's checkpoint on fresh episodes")
     e.add_argument("run_dir", help="run folder")
     e.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    e.add_argument("--batches", type=int, help="batches of episodes (default: the run's val_batches)")
+    e.add_argument("--batches", type=int, help="batches of episodes, >= 1 (default: the run's val_batches)")
     e.add_argument("--seed", type=int, help="seed of the fresh episodes (default: the run's; a stream "
                                             "distinct from training and validation)")
     e.set_defaults(func=_cmd_eval)

@@ -13,6 +13,7 @@ named by ``data_dir`` or ``$PLASTICNET_DATA``; nothing is ever downloaded.
 
 from __future__ import annotations
 
+from ..checks import check_choice
 from .episodes import Episodes, augment, sample_episodes
 from .imageset import CACHE_ENV, DATA_ENV, ImageSet, cache_dir
 
@@ -30,10 +31,8 @@ def load_dataset(name: str, split: str, data_dir=None, image_size=None, cache=No
     28); the pickled datasets keep their native size (32 / 84) and refuse
     another one.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(map(repr, DATASETS))}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(map(repr, SPLITS))}")
+    check_choice("dataset", name, DATASETS)
+    check_choice("split", split, SPLITS)
     size = image_size or NATIVE_SIZE[name]
     key = (name, split, str(data_dir), size, str(cache_dir(cache)))
     if key not in _LOADED:

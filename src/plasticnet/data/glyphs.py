@@ -27,7 +27,6 @@ cache folder (``$PLASTICNET_CACHE`` or ``~/.cache/plasticnet``).
 from __future__ import annotations
 
 import functools
-import os
 import unicodedata
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -36,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_choice
+from ..runfolder import save_npz_atomic
 from .imageset import ImageSet, cache_dir
 
 FACES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-BoldOblique",
@@ -213,19 +214,23 @@ def glyphs_path(image_size: int, drawings: int, seed: int, cache=None) -> Path:
 
 def load_glyphs(split: str, image_size: int = 28, drawings: int = 20, seed: int = 0, cache=None) -> ImageSet:
     """The glyph dataset's ``split`` ∈ {train, val, test}, rendered once and cached as ``.npz``."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; allowed: 'train', 'val', 'test'")
+    check_choice("split", split, ("train", "val", "test"))
     path = glyphs_path(image_size, drawings, seed, cache)
-    if not path.is_file():
+    cached = None
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                cached = {k: z[k] for k in ("images", "labels", "chars", "scripts", "splits")}
+        except (OSError, ValueError, KeyError, EOFError):  # a damaged cache is rendered again
+            cached = None
+    if cached is None:
         images, labels, chars, scripts, splits = build_glyphs(image_size, drawings, seed)
+        cached = {"images": images, "labels": labels, "chars": np.array(chars), "scripts": np.array(scripts),
+                  "splits": np.array(splits)}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, images=images, labels=labels, chars=np.array(chars), scripts=np.array(scripts),
-                            splits=np.array(splits))
-        tmp.replace(path)
-    z = np.load(path)
-    images, labels = z["images"], z["labels"]
-    chars, scripts, splits = z["chars"].tolist(), z["scripts"].tolist(), z["splits"].tolist()
+        save_npz_atomic(path, cached, compressed=True)
+    images, labels = cached["images"], cached["labels"]
+    chars, scripts, splits = (cached[k].tolist() for k in ("chars", "scripts", "splits"))
     keep_classes = [k for k, s in enumerate(splits) if s == split]
     new = {k: i for i, k in enumerate(keep_classes)}
     mask = np.isin(labels, keep_classes)

@@ -6,7 +6,9 @@ alphabets, the training classes) and ``<data_dir>/images_evaluation/...``
 sub-folder with that layout. Images (105×105, black strokes on white) are
 inverted (strokes = 255) and area-resized to ``image_size``. PNGs are read
 with Pillow (a dependency of matplotlib). The resized arrays are cached as
-``.npz`` in the cache folder, keyed by the folder and size.
+``.npz`` in the cache folder, keyed by what they were made from: the folder,
+the size and every PNG's path, byte size and modification time, so a changed
+PNG rebuilds the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_choice
+from ..runfolder import save_npz_atomic
 from .imageset import ImageSet, cache_dir, data_root
 
 SPLIT_FOLDERS = {"train": "images_background", "val": "images_evaluation", "test": "images_evaluation"}
@@ -25,8 +29,7 @@ SPLIT_FOLDERS = {"train": "images_background", "val": "images_evaluation", "test
 
 def find_split_folder(split: str, data_dir=None) -> Path:
     """``images_background`` (train) or ``images_evaluation`` (val, test) under ``data_dir``."""
-    if split not in SPLIT_FOLDERS:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(map(repr, SPLIT_FOLDERS))}")
+    check_choice("split", split, SPLIT_FOLDERS)
     root = data_root(data_dir, "omniglot")
     name = SPLIT_FOLDERS[split]
     for c in (root / name, root / "omniglot" / name):
@@ -38,10 +41,24 @@ def find_split_folder(split: str, data_dir=None) -> Path:
 
 def read_png_gray(path: Path) -> np.ndarray:
     """A PNG as uint8 ``(H, W)`` grey levels (0 black, 255 white)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:  # truncated, garbage
+        raise ValueError(f"omniglot image {path} is damaged or not a PNG ({err}); "
+                         f"replace it from the original dataset") from None
+
+
+def source_key(folder: Path, image_size: int, files) -> str:
+    """Hash of what a cached array is made from: folder, size, and each PNG's path, size and mtime."""
+    h = hashlib.sha1(f"{folder.resolve()}|{image_size}".encode())
+    for _, fs in files:
+        for f in fs:
+            st = f.stat()
+            h.update(f"|{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def load_omniglot_split(split: str, data_dir=None, image_size: int = 28, cache=None) -> ImageSet:
@@ -53,13 +70,16 @@ def load_omniglot_split(split: str, data_dir=None, image_size: int = 28, cache=N
     if not files:
         raise FileNotFoundError(f"no PNG files found under {str(folder)!r} "
                                 f"(expected <alphabet>/<character>/*.png)")
-    key = hashlib.sha1(f"{folder.resolve()}|{image_size}|{sum(len(f) for _, f in files)}".encode()).hexdigest()[:12]
-    path = cache_dir(cache) / f"omniglot-{split}-{image_size}-{key}.npz"
+    path = cache_dir(cache) / f"omniglot-{split}-{image_size}-{source_key(folder, image_size, files)}.npz"
     names = [f"{c.parent.name}/{c.name}" for c, _ in files]
+    images = None
     if path.is_file():
-        z = np.load(path)
-        images, labels = z["images"], z["labels"]
-    else:
+        try:
+            with np.load(path) as z:
+                images, labels = z["images"], z["labels"]
+        except (OSError, ValueError, KeyError, EOFError):  # a damaged cache is rebuilt
+            images = None
+    if images is None:
         imgs, labels = [], []
         for k, (_, fs) in enumerate(files):
             for f in fs:
@@ -69,8 +89,6 @@ def load_omniglot_split(split: str, data_dir=None, image_size: int = 28, cache=N
         images = torch.stack(imgs).round().clamp(0, 255).to(torch.uint8).numpy()  # (N, 1, S, S)
         labels = np.asarray(labels, dtype=np.int64)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=images, labels=labels)
-        tmp.replace(path)
+        save_npz_atomic(path, {"images": images, "labels": labels}, compressed=True)
     groups = [n.split("/")[0] for n in names]
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), names, groups)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_choice
 from .imageset import ImageSet, data_root, from_numpy
 
 PICKLE_FILES = {
@@ -88,14 +89,21 @@ def safe_load(path) -> object:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`."""
     path = Path(path)
     with open(path, "rb") as f:
-        return RestrictedUnpickler(io.BufferedReader(f), source=str(path)).load()
+        try:
+            return RestrictedUnpickler(io.BufferedReader(f), source=str(path)).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+                MemoryError, UnicodeDecodeError) as err:  # truncated or not a pickle
+            size = path.stat().st_size
+            raise ValueError(f"dataset file {path} is damaged or not a pickle ({size} bytes; "
+                             f"{type(err).__name__}); replace it with the original file") from None
 
 
 def find_pickle(dataset: str, split: str, data_dir=None) -> Path:
     """The pickle of ``split`` of ``dataset`` under ``data_dir`` (or ``$PLASTICNET_DATA``)."""
     files = PICKLE_FILES[dataset]
-    if split not in files:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(map(repr, files))}")
+    check_choice("split", split, files)
     root = data_root(data_dir, dataset)
     name = files[split]
     candidates = [root / name] + [root / sub / name for sub in SUBFOLDERS[dataset]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Type
 
+from ..checks import check_choice
 from .base import Batch, Task, make_options
 
 # modules whose import registers tasks (each a module of this package)
@@ -44,8 +45,7 @@ def task_names():
 def get_task_class(name: str) -> Type[Task]:
     """The task class registered as ``name``; a clear error for unknown names."""
     _load()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(map(repr, sorted(_REGISTRY)))}")
+    check_choice("task", name, sorted(_REGISTRY))
     return _REGISTRY[name]
 
 

@@ -35,6 +35,8 @@ from typing import Any, ClassVar, Dict, Optional
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_known
+
 
 @dataclass
 class Batch:
@@ -110,9 +112,5 @@ class Task:
 
 def make_options(cls, values: Dict[str, Any], what: str):
     """Build dataclass ``cls`` from ``values``, refusing unknown keys by name."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {what}; "
-                         f"valid: {', '.join(names) or '(none)'}")
+    check_known("option(s)", values, [f.name for f in dataclasses.fields(cls)], f" for {what}")
     return cls(**values)

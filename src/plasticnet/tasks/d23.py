@@ -25,6 +25,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from ..checks import check_choice, check_nonnegative, check_nonnegative_int, check_positive_int
 from ..network import PlasticRNN, matched_hidden_size, plastic_rnn_defaults, plastic_rnn_types
 from . import register_task
 from .base import Batch, Task
@@ -90,6 +91,16 @@ class CueReward(D23Task):
         cue_dim: int = 14  # dims of a cue (input = cue_dim + 2)
         noise: float = 0.1  # std of the Gaussian noise added to the cue
 
+    def __init__(self, options=None, **kwargs):
+        super().__init__(options, **kwargs)
+        o = self.options
+        for name in ("n_cues", "cue_dim"):
+            check_positive_int(name, getattr(o, name))
+        check_positive_int("steps", o.steps)
+        if o.steps < 2:
+            raise ValueError(f"steps must be >= 2 (rewards are shown in the first half), got {o.steps!r}")
+        check_nonnegative("noise", o.noise)
+
     @property
     def input_size(self) -> int:
         return self.options.cue_dim + 2
@@ -130,6 +141,13 @@ class SeqReproduction(D23Task):
         seq_length: int = 20  # L, vectors to remember
         delay: int = 20  # blank steps between sequence and recall
         dim: int = 1  # d, dims of a vector (input = d + 2)
+
+    def __init__(self, options=None, **kwargs):
+        super().__init__(options, **kwargs)
+        o = self.options
+        check_positive_int("seq_length", o.seq_length)
+        check_nonnegative_int("delay", o.delay)
+        check_positive_int("dim", o.dim)
 
     @property
     def input_size(self) -> int:
@@ -182,8 +200,11 @@ class Regression(D23Task):
     def __init__(self, options=None, **kwargs):
         super().__init__(options, **kwargs)
         o = self.options
-        if o.function not in self.PAPER_N:
-            raise ValueError(f"unknown function {o.function!r}; allowed: {', '.join(map(repr, self.PAPER_N))}")
+        check_choice("function", o.function, self.PAPER_N)
+        check_positive_int("n", o.n, allow_none=True)
+        check_positive_int("train_points", o.train_points)  # the values are standardised over >= 2 points
+        check_positive_int("test_points", o.test_points)
+        check_nonnegative("noise", o.noise)
         if o.n is None:
             o.n = self.PAPER_N[o.function]
 

@@ -29,8 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import (
+    check_choice,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    check_range,
+)
 from ..hebbian_trace import RULES, RecurrentTraceNet, TraceLinear, TwoLayerTraceNet
-from ..layers import check_choice, check_positive_int
 from . import register_task
 from .base import Batch, Task
 
@@ -41,8 +48,11 @@ def random_signs(shape, generator: torch.Generator) -> Tensor:
 
 
 def _check_options(opts, positive=()) -> None:
+    """Every name in ``positive`` a positive integer; ``l1`` (where the task has it) ``>= 0``."""
     for name in positive:
         check_positive_int(name, getattr(opts, name))
+    if hasattr(opts, "l1"):
+        check_nonnegative("l1", opts.l1)
 
 
 def _l1(model: nn.Module, coef: float):
@@ -293,10 +303,9 @@ class PatternMemorisation(Task):
         super().__init__(options, **kwargs)
         o = self.options
         _check_options(o, ("pattern_size", "n_patterns", "n_cycles", "present_steps", "test_steps"))
-        if isinstance(o.delay_steps, bool) or not isinstance(o.delay_steps, int) or o.delay_steps < 0:
-            raise ValueError(f"delay_steps must be a non-negative integer, got {o.delay_steps!r}")
-        if not 0 <= o.degrade < 1:
-            raise ValueError(f"degrade must be in [0, 1), got {o.degrade!r}")
+        check_nonnegative_int("delay_steps", o.delay_steps)
+        check_range("degrade", o.degrade, 0, 1, high_open=True)
+        check_positive("input_scale", o.input_scale)
 
     @property
     def steps(self) -> int:
