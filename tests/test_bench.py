@@ -52,7 +52,7 @@ def test_configurations_and_table():
 @pytest.mark.parametrize("argv,message", [
     (["--tasks", "pong"], "unknown task 'pong'"),
     (["--engines", "turbo"], "unknown engine 'turbo'"),
-    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
     (["--threads", "1,x"], "--threads must be comma-separated positive integers, got '1,x'"),
 ])
 def test_bench_cli_rejects_bad_options(argv, message, capsys):

@@ -147,9 +147,9 @@ def test_evaluation_without_grad(rule):
 
 
 def test_engine_options_are_checked():
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer or null, got 0"):
         FastEngine(0)
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer or null, got 0"):
         PlasticRNN(3, 4, 1, engine="fast", chunk_size=0)
 
 

@@ -194,7 +194,7 @@ def test_kernel_rejects_what_it_cannot_run():
     net = PlasticRNN(3, 4, 1, rule="hebbian", engine="kernel")
     with pytest.raises(ValueError, match="float32 or float64"):
         net.to(torch.bfloat16)(torch.rand(2, 5, 3, dtype=torch.bfloat16))
-    with pytest.raises(ValueError, match="threads must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="engine_threads must be a positive integer or null, got 0"):
         PlasticRNN(3, 4, 1, engine="kernel", engine_threads=0)
     none = PlasticRNN(3, 4, 1, rule="none", engine="kernel")  # the plain network, no fast weights
     out, st = none(torch.rand(2, 5, 3))

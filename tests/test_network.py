@@ -150,7 +150,9 @@ def test_matched_hidden_size():
     ({"output_size": 2.5}, r"output_size must be a positive integer, got 2.5"),
     ({"extra_dim": -1}, r"extra_dim must be a non-negative integer, got -1"),
     ({"inner_clip": 0}, r"inner_clip must be > 0, got 0"),
-    ({"weight_clip": -1.0}, r"weight_clip must be > 0 or None, got -1.0"),
+    ({"weight_clip": -1.0}, r"weight_clip must be > 0 or null, got -1.0"),
+    ({"chunk_size": 0}, r"chunk_size must be a positive integer or null, got 0"),
+    ({"engine_threads": 1.5}, r"engine_threads must be a positive integer or null, got 1.5"),
 ])
 def test_bad_construction_arguments(kwargs, match):
     args = {"input_size": 4, "hidden_size": 8, "output_size": 1, **kwargs}

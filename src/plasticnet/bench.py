@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .layers import check_choice
+from .checks import check_choice, check_positive_int
 
 # name: (input size, output size, steps T) — SPEC §2
 TASKS = {
@@ -339,8 +339,7 @@ def _cmd(args) -> int:
                                 ("engine", engines, ENGINES)):
         for value in vals:
             check_choice(name, value, allowed)
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    check_positive_int("--repeats", args.repeats)
     try:
         threads = [int(n) for n in args.threads.split(",")]
     except ValueError:

@@ -35,8 +35,9 @@ from torch import Tensor, nn
 
 from . import rules
 from .cells import CELL_CLASSES, CELLS, CellOutput
+from .checks import check_choice, check_nonnegative_int, check_positive, check_positive_int
 from .engine import ENGINE_CHOICES, get_engine, resolve_engine
-from .layers import INNER_LR_MODES, FastWeights, PlasticLinear, check_choice, check_positive_int
+from .layers import INNER_LR_MODES, FastWeights, PlasticLinear
 
 FUNC_TRANSFORM_RULES = {"fast": rules.RULES, "reference": ("hebbian", "none"), "kernel": ("none",)}
 """The rules each engine runs under ``torch.func`` transforms (``vmap`` over stacked models, ``grad``, ...)."""
@@ -167,13 +168,12 @@ class PlasticRNN(nn.Module):
         check_choice("rule", rule, rules.RULES)
         check_choice("inner_lr_mode", inner_lr_mode, INNER_LR_MODES)
         check_choice("engine", engine, ENGINE_CHOICES)
-        if isinstance(extra_dim, bool) or not isinstance(extra_dim, int) or extra_dim < 0:
-            raise ValueError(f"extra_dim must be a non-negative integer, got {extra_dim!r}")
-        for name, value in (("inner_clip", inner_clip), ("inner_loss_scale", inner_loss_scale)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        if weight_clip is not None and not weight_clip > 0:
-            raise ValueError(f"weight_clip must be > 0 or None, got {weight_clip!r}")
+        check_nonnegative_int("extra_dim", extra_dim)
+        check_positive("inner_clip", inner_clip)
+        check_positive("inner_loss_scale", inner_loss_scale)
+        check_positive("weight_clip", weight_clip, allow_none=True)
+        check_positive_int("chunk_size", chunk_size, allow_none=True)
+        check_positive_int("engine_threads", engine_threads, allow_none=True)
 
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.cell_type, self.rule = cell, rule

@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
+from ..checks import check_choice
 from . import kernel
 from .fast import FastEngine
 from .kernel import KernelEngine
@@ -42,8 +43,7 @@ def resolve_engine(name: str, device_type: str = "cpu") -> str:
 
 def get_engine(name: str, chunk_size: Optional[int] = 32, engine_threads: Optional[int] = None):
     """An instance of the engine called ``name`` (not ``"auto"``: see :func:`resolve_engine`) with its options."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; allowed: {', '.join(map(repr, ENGINE_CHOICES))}")
+    check_choice("engine", name, ENGINE_CHOICES)
     if name == "fast":
         return FastEngine(chunk_size)
     if name == "kernel":

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from .. import rules
+from ..checks import check_positive_int
 from ..layers import FastWeights
 from .base import Engine
 from .factored import FactoredFast, factored_read, fold, materialise
@@ -104,9 +105,7 @@ class FastEngine(Engine):
     name = "fast"
 
     def __init__(self, chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE):
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                       or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        check_positive_int("chunk_size", chunk_size, allow_none=True)
         self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------ state

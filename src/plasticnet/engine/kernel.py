@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..checks import check_positive_int
 from ..layers import FastWeights
 from .base import Engine
 
@@ -263,8 +264,7 @@ class KernelEngine(Engine):
     name = "kernel"
 
     def __init__(self, threads: Optional[int] = None):
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        check_positive_int("threads", threads, allow_none=True)
         if not available():
             raise RuntimeError(f"the kernel engine needs numba ({IMPORT_ERROR}); install plasticnet[kernel] "
                                "or use engine='fast'")
