@@ -21,6 +21,7 @@ CPU only; where numba is missing, ``engine="auto"`` falls back to ``fast``.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -31,11 +32,8 @@ from ..layers import FastWeights
 from .base import Engine
 
 try:  # numba is an optional dependency (the ``kernel`` extra)
-    import numba
-
     from . import kernel_ops
 except ImportError as err:  # pragma: no cover - exercised only without numba
-    numba = None
     kernel_ops = None
     IMPORT_ERROR: Optional[str] = str(err)
 else:
@@ -44,6 +42,7 @@ else:
 # undoing ``k`` updates may amplify rounding by Π 1/|keep| ≤ this before a checkpoint is taken
 MAX_AMPLIFICATION = {torch.float32: 2.0 ** 8, torch.float64: 2.0 ** 12}
 LAYERS = ("in_fc", "h_fc", "i_fc", "out_fc")
+GROUPS = 16  # the backward's batch sums run over this many fixed groups of samples, whatever the thread count
 
 
 def available() -> bool:
@@ -78,6 +77,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _is_zero_view(t: torch.Tensor) -> bool:
+    """``t`` is the engine's zero fast weights: one zero broadcast over every entry (no memory)."""
+    return (t.dim() > 0 and all(s == 0 for s in t.stride()) and not t.requires_grad
+            and float(t[(0,) * t.dim()]) == 0.0)
+
+
 class _Episode(torch.autograd.Function):
     """The whole episode as one autograd node: forward and backward by :mod:`.kernel_ops`."""
 
@@ -109,7 +114,7 @@ class _Episode(torch.autograd.Function):
                 Ws.append(d2), bs.append(d1), Ls.append(d2), Lbs.append(d1)
                 continue
             n_in, n_out = layer.in_features, layer.out_features
-            Fs.append(_np(F0[k]).copy())
+            Fs.append(np.zeros((B, n_in, n_out), npdt) if _is_zero_view(F0[k]) else _np(F0[k]).copy())
             Ws.append(_np(W[k]))
             bs.append(_np(bias[k]))
             Ls.append(_np(L[k]) if L[k] is not None else np.ones((n_in, n_out), npdt))
@@ -143,11 +148,11 @@ class _Episode(torch.autograd.Function):
                         np.int64)
         cfgf = np.array([net.inner_lr, net.inner_decay, net.inner_clip, net.weight_clip or 0.0,
                          2.0 * net.inner_loss_scale / D, ln.eps if ln is not None else 1e-5], np.float64)
-        _set_threads(spec["threads"])
-        kernel_ops.forward(cfgi, cfgf, Un, h0n, c0n, tuple(Ws), tuple(bs), tuple(Ls), tuple(Lbs), om, ga, be,
-                           tuple(Fs), tuple(FBs), tuple(FBT), tuple(CKs), Y, X, POST, C, HN, Z, S, LNR,
-                           D3, DH, DHC, DC, D0, TR)
+        _in_threads(kernel_ops.forward, B, spec["threads"], cfgi, cfgf, Un, h0n, c0n, tuple(Ws), tuple(bs),
+                    tuple(Ls), tuple(Lbs), om, ga, be, tuple(Fs), tuple(FBs), tuple(FBT), tuple(CKs), Y, X, POST, C,
+                    HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR)
         ctx.spec = spec
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zeros to make and copy
         ctx.saved = dict(cfgi=cfgi, cfgf=cfgf, U=Un, h0=h0n, c0=c0n, Ws=Ws, Ls=Ls, Lbs=Lbs, om=om, ga=ga,
                          Fs=Fs, FBs=FBs, CKs=CKs, X=X, POST=POST, C=C, HN=HN, Z=Z, S=S, LNR=LNR, D3=D3, DH=DH,
                          DHC=DHC, DC=DC, D0=D0, learned_rates=[x is not None for x in L])
@@ -187,6 +192,8 @@ class _Episode(torch.autograd.Function):
         def adj(g, shape):
             return np.zeros(shape, npdt) if g is None else _np(g).copy()
 
+        ng = min(GROUPS, B)
+        bounds = np.array([B * g // ng for g in range(ng + 1)], np.int64)
         dFs, dFBs, dLs, dLbs = [], [], [], []
         for k, layer in enumerate(layers):
             if layer is None:
@@ -195,26 +202,24 @@ class _Episode(torch.autograd.Function):
             n_in, n_out = layer.in_features, layer.out_features
             dFs.append(adj(dFT[k], (B, n_in, n_out)))
             dFBs.append(adj(dfbT[k], (B, n_out)) if grad else d2)
-            dLs.append(np.zeros((B, n_in, n_out), npdt) if want_dl else d3)
-            dLbs.append(np.zeros((B, n_out), npdt) if grad else d2)
+            dLs.append(np.zeros((ng, n_in, n_out), npdt) if want_dl else d3)
+            dLbs.append(np.zeros((ng, n_out), npdt) if grad else d2)
         dh_out = adj(dh, (B, H))
         dc_out = adj(dc, (B, H)) if lstm else d2
         dYn = adj(dY, (B, T, net.output_size))
         dU = np.zeros((B, T, n_u), npdt)
-        domega = np.zeros((B, D), npdt) if grad else d2
+        domega = np.zeros((ng, D), npdt) if grad else d2
         ln = net.layernorm is not None
-        dgamma, dbeta = (np.zeros((B, H), npdt), np.zeros((B, H), npdt)) if ln else (d2, d2)
+        dgamma, dbeta = (np.zeros((ng, H), npdt), np.zeros((ng, H), npdt)) if ln else (d2, d2)
         DA0 = np.zeros((B, T, XD), npdt) if has_in else d3
         DG, DZ = np.zeros((B, T, G), npdt), np.zeros((B, T, D), npdt)
         DR2 = np.zeros((B, T, XD), npdt) if (grad and has_in) else d3
         DDH = np.zeros((B, T, H), npdt) if grad else d3
-        _set_threads(spec["threads"])
-        kernel_ops.backward(cfgi, sv["cfgf"], sv["U"], sv["h0"], sv["c0"], tuple(sv["Ws"]), tuple(sv["Ls"]),
-                            tuple(sv["Lbs"]), sv["om"], sv["ga"], tuple(Fs), tuple(sv["FBs"]),
-                            tuple(sv["CKs"]), sv["X"], sv["POST"], sv["C"], sv["HN"], sv["Z"], sv["S"], sv["LNR"],
-                            sv["D3"], sv["DH"], sv["DHC"], sv["DC"], sv["D0"], dYn, tuple(dFs), tuple(dFBs),
-                            dh_out, dc_out, dU, tuple(dLs), tuple(dLbs), domega, dgamma, dbeta,
-                            DA0, DG, DZ, DR2, DDH)
+        _in_threads(kernel_ops.backward, ng, spec["threads"], bounds, cfgi, sv["cfgf"], sv["U"], sv["h0"], sv["c0"],
+                    tuple(sv["Ws"]), tuple(sv["Ls"]), tuple(sv["Lbs"]), sv["om"], sv["ga"], tuple(Fs), tuple(sv["FBs"]),
+                    tuple(sv["CKs"]), sv["X"], sv["POST"], sv["C"], sv["HN"], sv["Z"], sv["S"], sv["LNR"], sv["D3"],
+                    sv["DH"], sv["DHC"], sv["DC"], sv["D0"], dYn, tuple(dFs), tuple(dFBs), dh_out, dc_out, dU,
+                    tuple(dLs), tuple(dLbs), domega, dgamma, dbeta, DA0, DG, DZ, DR2, DDH)
         t = torch.from_numpy
 
         def outer(a, b):  # Σ_{n,t} a ⊗ b: (B, T, i), (B, T, j) → (i, j)
@@ -245,12 +250,32 @@ class _Episode(torch.autograd.Function):
             flat += [gF[k], gfb[k], gW[k], gb[k], gL[k], gLb[k]]
         flat += [t(domega.sum(0)) if grad else None,
                  t(dgamma.sum(0)) if ln else None, t(dbeta.sum(0)) if ln else None]
-        return (None, t(dU), t(dh_out), t(dc_out) if lstm else None, *flat)
+        need = ctx.needs_input_grad
+        flat = [g if need[4 + i] else None for i, g in enumerate(flat)]
+        return (None, t(dU) if need[1] else None, t(dh_out) if need[2] else None,
+                t(dc_out) if (lstm and need[3]) else None, *flat)
 
 
-def _set_threads(threads: Optional[int]) -> None:
-    n = threads if threads is not None else torch.get_num_threads()
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+_POOL: list = []  # [ThreadPoolExecutor], made on first use with more than one thread
+
+
+def _in_threads(fn, items: int, threads: Optional[int], *args) -> None:
+    """``fn(i0, i1, *args)`` over ``items`` (samples, or groups of them) split into contiguous ranges, one per thread.
+
+    ``threads=None``: torch's thread count. Each item is computed alone, so
+    the split changes no number; the compiled loops release the GIL.
+    """
+    n = max(1, min(threads if threads is not None else torch.get_num_threads(), items))
+    if n == 1:
+        fn(0, items, *args)
+        return
+    if not _POOL or _POOL[0]._max_workers < n - 1:
+        _POOL[:] = [ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="plasticnet-kernel")]
+    bounds = [items * i // n for i in range(n + 1)]
+    jobs = [_POOL[0].submit(fn, bounds[i], bounds[i + 1], *args) for i in range(1, n)]
+    fn(bounds[0], bounds[1], *args)
+    for job in jobs:
+        job.result()
 
 
 class KernelEngine(Engine):
@@ -273,6 +298,13 @@ class KernelEngine(Engine):
     def fast_weights(self, net, state):
         """The materialised fast weights of ``state`` (already materialised here)."""
         return state.fast
+
+    def zero_fast(self, net, batch_size, device, dtype):
+        """Zero fast weights as broadcast views of one zero (no memory until the first update)."""
+        zero = torch.zeros((), device=device, dtype=dtype)
+        return {k: FastWeights(zero.expand(batch_size, m.in_features, m.out_features),
+                               zero.expand(batch_size, m.out_features) if m.plastic_bias else None)
+                for k, m in net.plastic_layers().items()}
 
     def step(self, net, u, state, trace=None):
         """One step: the episode of length 1 from ``state`` (rule ``none``: the plain network)."""

@@ -2,8 +2,9 @@
 
 One sample at a time goes through all ``T`` steps with its fast weights
 ``F`` materialised, so a sample's ``F``, ``Λ`` and ``W`` stay in cache;
-samples run in parallel (``prange``), each writing only its own slots, so
-the numbers do not depend on the thread count. Per layer and step the
+samples run in parallel (threads over disjoint ranges of the batch, the
+compiled loops release the GIL), each writing only its own slots, so the
+numbers do not depend on the thread count. Per layer and step the
 forward makes one pass over ``F`` that applies step ``t − 1``'s update and
 reads step ``t``::
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _OPT = dict(cache=True, fastmath={"nsz", "arcp", "contract", "reassoc"}, error_model="numpy")
 
@@ -429,18 +430,21 @@ def _fast_norm_final(b, has_in, grad, Fs, FBT):
     return math.sqrt(sq)
 
 
-@njit(parallel=True, **_OPT)
-def forward(cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
+@njit(nogil=True, **_OPT)
+def forward(b0, b1, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
             Fs, FBs, FBT, CKs, Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR):
-    """The whole episode of every sample (see the module docstring); ``Fs`` hold ``F_0`` in, ``F_T`` out."""
-    for b in prange(U.shape[0]):
+    """The whole episode of samples ``b0 … b1 − 1`` (see the module docstring); ``Fs`` hold ``F_0`` in, ``F_T`` out.
+
+    Releases the GIL: the caller runs disjoint ranges of samples in threads.
+    """
+    for b in range(b0, b1):
         _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
                         Fs, FBs, FBT, CKs, Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR)
 
 
 # ---------------------------------------------------------------- backward of one sample
 @njit(**_OPT)
-def _backward_sample(b, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
+def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
                      Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
                      dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
                      DA0, DG, DZ, DR2, DDH):
@@ -486,13 +490,13 @@ def _backward_sample(b, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             dq[:] = 0.0
             p, q = _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
             ck = CKs[layer][b, t // K] if restore else CKs[layer][b, 0]
-            k1, k2 = _undo_update_bwd(Fs[layer][b], Ls[layer], dFs[layer][b], dLs[layer][b], p, q, ce, keep,
+            k1, k2 = _undo_update_bwd(Fs[layer][b], Ls[layer], dFs[layer][b], dLs[layer][g], p, q, ce, keep,
                                       restore, ck, wclip, want_dl, dp, dq)
             dkeep += k1
             dce += k2
             if grad:
                 k1, k2 = _bias_bwd(FBs[layer][b, t], Lbs[layer], q, ce, keep, wclip, dFBs[layer][b],
-                                   dLbs[layer][b], dq, want_dl)
+                                   dLbs[layer][g], dq, want_dl)
                 dkeep += k1
                 dce += k2
         # ---- 2. keep = 1 − p_wd·m, ce = p_lr·m·s, s = clip / max(‖G‖, clip)
@@ -605,14 +609,14 @@ def _backward_sample(b, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
                     ddn = r * vdhc[j] + da1 / H + da2 * nj / H
                     lnn_extra[j] = -r * vdhc[j] * a2 + da2 * dn / H
                     ddh[j] = ddn * gamma[j]
-                    dgamma[b, j] += ddn * dh[j]
+                    dgamma[g, j] += ddn * dh[j]
             else:
                 ddh[:] = vdhc
             _read(Fs[3][b], Ws[3], ddh, tmpd)
             for j in range(D):
                 dd3 = dqs[3][j] + tmpd[j]
                 dz[j] += kz * omega[j] * omega[j] * dd3
-                domega[b, j] += 2.0 * kz * z[j] * omega[j] * dd3
+                domega[g, j] += 2.0 * kz * z[j] * omega[j] * dd3
         # ---- 5. output layer read: z = hn (W + F) + b + fb
         DZ[b, t] = dz
         for j in range(H):
@@ -632,8 +636,8 @@ def _backward_sample(b, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             mu, r = LNR[b, t, 0], LNR[b, t, 1]
             for j in range(H):
                 nj = (_hc_of(b, t, j, lstm, POST, C, H) - mu) * r
-                dgamma[b, j] += dhc[j] * nj
-                dbeta[b, j] += dhc[j]
+                dgamma[g, j] += dhc[j] * nj
+                dbeta[g, j] += dhc[j]
                 dn_acc[j] = dhc[j] * gamma[j] + lnn_extra[j]
                 dr_acc += dn_acc[j] * (nj / r)
             dvar = -0.5 * r * r * r * dr_acc
@@ -708,21 +712,25 @@ def _hc_of(b, t, j, lstm, POST, C, H):
     return POST[b, t, j]
 
 
-@njit(parallel=True, **_OPT)
-def backward(cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
+@njit(nogil=True, **_OPT)
+def backward(g0, g1, bounds, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
              Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
              dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
              DA0, DG, DZ, DR2, DDH):
-    """Reverse-time adjoint of :func:`forward` for every sample.
+    """Reverse-time adjoint of :func:`forward` for the sample groups ``g0 … g1 − 1``.
 
+    Group ``g`` is the samples ``bounds[g] … bounds[g + 1] − 1``, taken in order.
     ``Fs`` hold ``F_T`` in (consumed: ``F_0`` out); ``dFs, dFBs, dh_out, dc_out``
-    hold the adjoints of the final state in and of the initial state out;
-    per-sample accumulators ``dLs, dLbs, domega, dgamma, dbeta`` and the tapes
-    ``DA0, DG, DZ, DR2, DDH`` of the reads' output adjoints are filled (their
-    sums over the batch, and ``W``'s gradients as GEMMs, are taken by the caller).
+    hold the adjoints of the final state in and of the initial state out; the
+    accumulators ``dLs, dLbs, domega, dgamma, dbeta`` have one slot per group,
+    and the tapes ``DA0, DG, DZ, DR2, DDH`` of the reads' output adjoints are
+    filled (the sums over groups, and ``W``'s gradients as GEMMs, are taken by
+    the caller). Groups, not threads, fix the order of every sum: the numbers
+    do not depend on how many threads share the groups.
     """
-    for b in prange(U.shape[0]):
-        _backward_sample(b, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
-                         Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
-                         dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
-                         DA0, DG, DZ, DR2, DDH)
+    for g in range(g0, g1):
+        for b in range(bounds[g], bounds[g + 1]):
+            _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
+                             Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
+                             dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
+                             DA0, DG, DZ, DR2, DDH)
