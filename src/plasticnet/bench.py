@@ -13,7 +13,8 @@ How it measures (honest rather than flattering):
 
 - every (configuration, engine) runs in a fresh subprocess, one thread
   (``torch.set_num_threads(1)``), so runs cannot share caches or allocator pools;
-  ``--threads 1,2`` also runs the kernel engine with 2 threads (its scaling table);
+  ``--threads 1,2`` also runs the kernel engine with 2 threads over the batch
+  (``engine_threads``; torch's own operations stay on one thread), its scaling table;
 - the kernel engine's compiled code is loaded (or compiled) in an untimed
   call before the warm-up steps;
 - time: ``--warmup`` untimed steps, then the mean time of ``--repeats``
@@ -92,13 +93,13 @@ def measure(cfg: Config) -> dict:
     from .engine.fast import DEFAULT_CHUNK_SIZE
     from .network import PlasticRNN, matched_hidden_size
 
-    torch.set_num_threads(cfg.threads)
+    engine = "fast" if cfg.engine == "none" else cfg.engine
+    torch.set_num_threads(1 if engine == "kernel" else cfg.threads)  # the kernel's own threads, not torch's
     torch.manual_seed(0)
     n_in, n_out, T = TASKS[cfg.task]
     hidden = matched_hidden_size(cfg.rule, cfg.cell)
-    engine = "fast" if cfg.engine == "none" else cfg.engine
     net = PlasticRNN(n_in, hidden, n_out, cell=cfg.cell, rule=cfg.rule, engine=engine,
-                     chunk_size=cfg.chunk_size or DEFAULT_CHUNK_SIZE)
+                     chunk_size=cfg.chunk_size or DEFAULT_CHUNK_SIZE, engine_threads=cfg.threads)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0, amsgrad=True)
     gen = torch.Generator().manual_seed(1)
     inputs = torch.rand(cfg.batch_size, T, n_in, generator=gen)
@@ -211,8 +212,8 @@ def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict
                         error=f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB available")
     src = str(Path(__file__).resolve().parents[1])  # the child imports this very copy of plasticnet
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    n = str(cfg.threads)
-    env = dict(os.environ, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, NUMBA_NUM_THREADS=n, PYTHONPATH=path)
+    n = "1" if cfg.engine == "kernel" else str(cfg.threads)  # the kernel engine's threads are its own
+    env = dict(os.environ, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, PYTHONPATH=path)
     cmd = [sys.executable, "-m", "plasticnet.bench", "--child", json.dumps(cfg.__dict__)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

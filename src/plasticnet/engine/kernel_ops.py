@@ -18,8 +18,11 @@ sample in reverse time with the adjoint ``dF`` of its fast weights
 (``dF_t = keep·dF_{t+1} + pre ⊗ dpost``) and recovers ``F_t`` from
 ``F_{t+1}`` by undoing the update, ``F_t = (F_{t+1} − ce·Λ ⊙ p ⊗ q)/keep``,
 except at checkpoint steps (every ``K``-th), where ``F_t`` was stored
-during the forward: ``K`` bounds how much undoing can amplify rounding
-(:func:`plasticnet.engine.kernel.checkpoint_interval`); with ``weight_clip``
+during the forward. The backward of step ``t + 1``'s cell and input reads
+(``dpre = (W + F_{t+1}) dpost``, ``dF_{t+1} += pre ⊗ dpost``) is left pending
+and done inside step ``t``'s pass over ``F_{t+1}``, so each big layer is
+passed over once per step in the backward too. ``K`` bounds how much
+undoing can amplify rounding (:func:`plasticnet.engine.kernel.checkpoint_interval`); with ``weight_clip``
 the clamp cannot be undone and ``K = 1``.
 
 The same source compiles for float32 and float64 (numba dispatches on the
@@ -144,6 +147,59 @@ def _undo_update_bwd(F, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl,
             dF[i, j] = keep * dv
         dp[i] += ce * acc
         dce += pi * acc
+    return dkeep, dce
+
+
+@njit(**_OPT)
+def _undo_update_bwd_fused(F, W, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl, dp, dq,
+                           ppre, pdpost, pa, pb, pextra, mv):
+    """:func:`_undo_update_bwd` of step ``t`` fused with the read backward of step ``t + 1``.
+
+    The read ``y = ppre (W + F_{t+1})`` (and, with ``pextra``, ``r = (W + F_{t+1}) pb``
+    with adjoint ``pa``) of step ``t + 1`` was left pending: its ``dpre`` needs
+    ``F_{t+1}``, which this pass reads anyway, and its ``pre ⊗ dpost`` belongs
+    to ``dF_{t+1}``, which this pass consumes. So: ``mv += (W + F_{t+1}) pdpost``
+    and ``dv = dF + ppre ⊗ pdpost (+ pa ⊗ pb)`` before the update's backward.
+    """
+    n_in, n_out = F.shape
+    zero = F.dtype.type(0)
+    ce, keep, wclip = F.dtype.type(ce), F.dtype.type(keep), F.dtype.type(wclip)
+    inv = F.dtype.type(1.0 / keep) if not restore else zero
+    dkeep = zero
+    dce = zero
+    for i in range(n_in):
+        pi = p[i]
+        cp = ce * pi
+        acc = zero
+        macc = zero
+        ppi = ppre[i]
+        pai = pa[i] if pextra else zero
+        for j in range(n_out):
+            f1 = F[i, j]
+            macc += (W[i, j] + f1) * pdpost[j]
+            lq = L[i, j] * q[j]
+            if restore:
+                ft = Fck[i, j]
+            else:
+                ft = (f1 - cp * lq) * inv
+            F[i, j] = ft
+            dv = dF[i, j] + ppi * pdpost[j]
+            if pextra:
+                dv += pai * pb[j]
+            if wclip > 0.0:
+                v = keep * ft + cp * lq
+                if v > wclip or v < -wclip:
+                    dv = zero
+            ldv = L[i, j] * dv
+            acc += ldv * q[j]
+            dq[j] += cp * ldv
+            dkeep += ft * dv
+            if want_dl:
+                dL[i, j] += cp * q[j] * dv
+            dF[i, j] = keep * dv
+        dp[i] += ce * acc
+        dce += pi * acc
+        mv[i] += macc
     return dkeep, dce
 
 
@@ -474,6 +530,8 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
     dcp_x = np.empty(H, dt)
     dhp = np.empty(H, dt)
     dx = np.empty(XD, dt)
+    dx_next = np.zeros(XD, dt)  # adjoint of x_{t+1}, completed by the pending i_fc read
+    dg_dummy = np.zeros(max(G, XD, U.shape[2]), dt)
     for t in range(T - 1, -1, -1):
         m, s, nrm = S[b, t, 0], S[b, t, 1], S[b, t, 2]
         ce = lr * m * s
@@ -482,7 +540,8 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
         # ---- 1. backward of the step's update, F_{t+1} → F_t
         dkeep = 0.0
         dce = 0.0
-        for layer in range(4):
+        pend = t + 1 < T  # step t + 1's cell and input reads are still to be differentiated
+        for layer in (3, 1, 2, 0):
             if layer == 0 and not has_in:
                 continue
             dp, dq = dps[layer], dqs[layer]
@@ -490,8 +549,27 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             dq[:] = 0.0
             p, q = _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
             ck = CKs[layer][b, t // K] if restore else CKs[layer][b, 0]
-            k1, k2 = _undo_update_bwd(Fs[layer][b], Ls[layer], dFs[layer][b], dLs[layer][g], p, q, ce, keep,
-                                      restore, ck, wclip, want_dl, dp, dq)
+            if pend and layer == 1:  # h_{t} (W_h + F_h) of step t + 1: its adjoint is dh_next
+                k1, k2 = _undo_update_bwd_fused(Fs[1][b], Ws[1], Ls[1], dFs[1][b], dLs[1][g], p, q, ce, keep,
+                                                restore, ck, wclip, want_dl, dp, dq, HN[b, t], DG[b, t + 1],
+                                                dg_dummy, dg_dummy, False, dh_next)
+            elif pend and layer == 2:  # x_{t+1} (W_i + F_i) of step t + 1 (and its δ read)
+                if grad and has_in:
+                    k1, k2 = _undo_update_bwd_fused(Fs[2][b], Ws[2], Ls[2], dFs[2][b], dLs[2][g], p, q, ce, keep,
+                                                    restore, ck, wclip, want_dl, dp, dq, X[b, t + 1], DG[b, t + 1],
+                                                    DR2[b, t + 1], DC[b, t + 1], True, dx_next)
+                else:
+                    k1, k2 = _undo_update_bwd_fused(Fs[2][b], Ws[2], Ls[2], dFs[2][b], dLs[2][g], p, q, ce, keep,
+                                                    restore, ck, wclip, want_dl, dp, dq, X[b, t + 1], DG[b, t + 1],
+                                                    dg_dummy, dg_dummy, False, dx_next)
+                _input_layer_adjoint(b, t + 1, has_in, grad, X, dx_next, DA0, dU, dFBs)
+            elif pend and layer == 0:  # u_{t+1} (W_in + F_in) of step t + 1
+                k1, k2 = _undo_update_bwd_fused(Fs[0][b], Ws[0], Ls[0], dFs[0][b], dLs[0][g], p, q, ce, keep,
+                                                restore, ck, wclip, want_dl, dp, dq, U[b, t + 1], DA0[b, t + 1],
+                                                dg_dummy, dg_dummy, False, dU[b, t + 1])
+            else:
+                k1, k2 = _undo_update_bwd(Fs[layer][b], Ls[layer], dFs[layer][b], dLs[layer][g], p, q, ce, keep,
+                                          restore, ck, wclip, want_dl, dp, dq)
             dkeep += k1
             dce += k2
             if grad:
@@ -518,12 +596,10 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             for j in range(q.shape[0]):
                 dq[j] += fq * q[j]
         # ---- 3. adjoints of the step's vectors
-        u = U[b, t]
         x = X[b, t]
         post = POST[b, t]
         hn = HN[b, t]
         z = Z[b, t]
-        hp = _hprev(h0, HN, b, t)
         for j in range(H):
             dhp[j] = dps[1][j]
             dhn = dps[3][j] + dh_next[j]
@@ -679,29 +755,40 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             for j in range(G):
                 dFBs[1][b, j] += dg[j]
                 dFBs[2][b, j] += dg[j]
-        # ---- 8. cell reads
-        _read_bwd(Fs[1][b], Ws[1], dFs[1][b], hp, dg, dhp, dg, dg, False)
-        if grad and has_in:
-            _read_bwd(Fs[2][b], Ws[2], dFs[2][b], x, dg, dx, DR2[b, t], DC[b, t], True)
-        else:
-            _read_bwd(Fs[2][b], Ws[2], dFs[2][b], x, dg, dx, dg, dg, False)
-        # ---- 9. input layer
-        du = dU[b, t]
-        if has_in:
-            da0 = DA0[b, t]
-            for j in range(XD):
-                da0[j] = dx[j] if x[j] > 0.0 else 0.0
-            du[:] = dps[0]
-            _read_bwd(Fs[0][b], Ws[0], dFs[0][b], u, da0, du, da0, da0, False)
-            if grad:
-                for j in range(XD):
-                    dFBs[0][b, j] += da0[j]
-        else:
-            du[:] = dx
+        # ---- 8. the cell and input reads' backward is left pending: the next (earlier) step's passes
+        # over F_{t} finish it; here the adjoints they add to are started
         dh_next[:] = dhp
+        dx_next[:] = dx
+        if has_in:
+            dU[b, t] = dps[0]
+    # ---- 9. the pending reads of step 0, with F_0
+    _read_bwd(Fs[1][b], Ws[1], dFs[1][b], h0[b], DG[b, 0], dh_next, dg_dummy, dg_dummy, False)
+    if grad and has_in:
+        _read_bwd(Fs[2][b], Ws[2], dFs[2][b], X[b, 0], DG[b, 0], dx_next, DR2[b, 0], DC[b, 0], True)
+    else:
+        _read_bwd(Fs[2][b], Ws[2], dFs[2][b], X[b, 0], DG[b, 0], dx_next, dg_dummy, dg_dummy, False)
+    _input_layer_adjoint(b, 0, has_in, grad, X, dx_next, DA0, dU, dFBs)
+    if has_in:
+        _read_bwd(Fs[0][b], Ws[0], dFs[0][b], U[b, 0], DA0[b, 0], dU[b, 0], dg_dummy, dg_dummy, False)
     dh_out[b] = dh_next
     if lstm:
         dc_out[b] = dc_next
+
+
+@njit(**_OPT)
+def _input_layer_adjoint(b, t, has_in, grad, X, dx, DA0, dU, dFBs):
+    """Step ``t``'s input layer, once ``dx`` (the adjoint of ``x_t``) is complete: ``da0 = dx ⊙ [x > 0]``
+    into ``DA0`` (and the fast bias's adjoint), or, without in_fc, ``du = dx``."""
+    if has_in:
+        x = X[b, t]
+        da0 = DA0[b, t]
+        for j in range(dx.shape[0]):
+            da0[j] = dx[j] if x[j] > 0.0 else 0.0
+        if grad:
+            for j in range(dx.shape[0]):
+                dFBs[0][b, j] += da0[j]
+    else:
+        dU[b, t] = dx
 
 
 @njit(**_OPT)
