@@ -177,10 +177,7 @@ def gemm_rate(rows: int = 640, inner: int = 128, cols: int = 512, repeats: int =
 
 
 def reference_memory_estimate_mb(cfg: Config) -> float:
-    """Rough peak of the reference engine's step: ~6 floats per fast-weight entry per step.
-
-    (Measured: 3.1–3.2 GB for cue–reward RNN, B = 64, T = 20, hidden 256.)
-    """
+    """Rough peak of the reference engine's step: ~6 floats per fast-weight entry per step (docs/engines.md)."""
     from .network import matched_hidden_size
 
     n_in, n_out, T = TASKS[cfg.task]

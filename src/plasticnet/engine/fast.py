@@ -24,11 +24,8 @@ This engine computes the same numbers another way:
 - **fast weights in factored form** (:mod:`.factored`): the state keeps the
   episode's ``(pre, q)`` vectors and the coefficients ``a_{t,s}``; reads are
   GEMMs, and every ``chunk_size`` steps the history is folded into a
-  materialised ``F_c``. Measured (CPU time of a training step, sequence
-  reproduction T = 60, B = 64): chunk 8 / 16 / 32 / never — RNN Hebbian
-  1.91 / 1.77 / 1.85 / 2.22 s, LSTM gradient 3.88 / 3.69 / 3.47 / 3.90 s:
-  a flat optimum between 16 and 32, so ``chunk_size = 32`` (episodes of up
-  to 32 steps, like cue–reward, never fold).
+  materialised ``F_c`` (default 32, chosen by measurement: docs/engines.md;
+  episodes of up to 32 steps, like cue–reward, never fold).
 - **fallback**: ``weight_clip`` clamps every fast weight after every update,
   which no sum of rank-one terms can express, so with ``weight_clip`` set the
   fast weights are kept materialised as in the reference engine (still with
