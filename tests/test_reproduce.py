@@ -180,6 +180,11 @@ def test_cli_list_and_bad_id(capsys):
     assert main(["reproduce", "cue_reward", "nope", "--out", "/nonexistent/never"]) == 2
     err = capsys.readouterr().err
     assert "unknown claim id(s) 'nope'" in err and "valid ids:" in err and "miconi_near_zero" in err
+    # --set: refused before anything runs when a claim varies the key or the value is bad
+    assert main(["reproduce", "cue_reward", "--set", "rule=none", "--out", "/nonexistent/never"]) == 2
+    assert "--set rule conflicts with claim 'cue_reward'" in capsys.readouterr().err
+    assert main(["reproduce", "cue_reward", "--set", "batches=-1", "--out", "/nonexistent/never"]) == 2
+    assert "batches must be a positive integer, got -1" in capsys.readouterr().err
 
 
 def test_smoke_claim_end_to_end(tmp_path, one_thread):

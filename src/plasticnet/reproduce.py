@@ -597,8 +597,11 @@ def _pretrain(claim: Claim, size: str, root: Path, log: Callable[[str], None]) -
 
 def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: Optional[int] = None,
               backend: str = "local", workers: Optional[int] = None, train: bool = True,
-              log: Callable[[str], None] = print) -> ClaimResult:
-    """Train the claim's pending runs (sweep machinery) under ``out/<size>/<claim id>/``, judge, write its report."""
+              overrides: Optional[Dict[str, Any]] = None, log: Callable[[str], None] = print) -> ClaimResult:
+    """Train the claim's pending runs (sweep machinery) under ``out/<size>/<claim id>/``, judge, write its report.
+
+    ``overrides``: options laid over every run (``--set``, e.g. ``engine`` or ``device``).
+    """
     from .sweep import plan, run_sweep
 
     root = Path(out) / size / claim.id
@@ -609,7 +612,7 @@ def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: O
         extra = _pretrain(claim, size, root, log)
     elif claim.sizes[size].get("pretrain"):
         extra = {"pretrained": str((root / "encoder.pt").resolve())}
-    experiments = claim_experiments(claim, size, seeds, extra)
+    experiments = claim_experiments(claim, size, seeds, {**extra, **(overrides or {})})
     for exp in experiments:  # every trial's options checked before anything trains
         plan(exp, root)
     if train:
@@ -635,11 +638,24 @@ def _cmd(args) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    from .config import parse_set, resolve_options
+
+    overrides = parse_set(args.set or [])
     for c in chosen:  # bad options of any claim refused before anything runs
-        claim_experiments(c, args.size, args.seeds)
+        for exp in claim_experiments(c, args.size, args.seeds, overrides):
+            varied = [k for k in overrides if k in exp.varied_keys]
+            if varied:
+                raise ValueError(f"--set {varied[0]} conflicts with claim {c.id!r}, whose experiment "
+                                 f"{exp.name!r} varies it")
+            for trial in exp.trials():
+                try:
+                    resolve_options(trial.options)
+                except ValueError as err:
+                    raise ValueError(f"claim {c.id!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
     results = []
     for c in chosen:
-        res = run_claim(c, args.out, args.size, args.seeds, args.backend, args.workers, train=not args.report_only)
+        res = run_claim(c, args.out, args.size, args.seeds, args.backend, args.workers, train=not args.report_only,
+                        overrides=overrides)
         print(f"{c.id}: {res.verdict} ({res.finished}/{res.runs} runs finished; report {res.root / 'report.md'})")
         results.append(res)
     summary_dir = Path(args.out) / args.size
@@ -666,6 +682,8 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="sweep backend")
     p.add_argument("--workers", type=int, default=None, help="runs at once (local default 1)")
     p.add_argument("--out", default="runs/reproduce", help="root of the run folders (runs/reproduce)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an option for every run, e.g. engine=kernel or device=cuda (not one a claim varies)")
     p.add_argument("--report-only", action="store_true", help="judge the existing run folders, train nothing")
     p.add_argument("--claims-dir", default=None, help=argparse.SUPPRESS)  # tests: another claims folder
     p.set_defaults(func=_cmd)
