@@ -204,3 +204,16 @@ def test_smoke_claim_end_to_end(tmp_path, one_thread):
     assert "`pattern_memorisation` | smoke" in summary.read_text()
     write_claim_report(res, tmp_path / "copy")
     assert (tmp_path / "copy" / "report.md").is_file()
+
+
+def test_encoder_pretraining_follows_the_dataset(tmp_path):
+    from plasticnet.reproduce import _encoder_path
+
+    claim = load_claims()["oneshot_glyphs"]
+    spec, path = _encoder_path(claim, "quick", tmp_path, {})
+    assert spec["dataset"] == "glyphs" and path == (tmp_path / "encoder.pt").resolve()
+    spec, path = _encoder_path(claim, "quick", tmp_path, {"dataset": "cifar-fs", "image_size": 32, "data_dir": "/d"})
+    assert (spec["dataset"], spec["image_size"], spec["data_dir"]) == ("cifar-fs", 32, "/d")
+    assert path.name == "encoder-cifar-fs-32.pt"
+    spec, _ = _encoder_path(load_claims()["cue_reward"], "quick", tmp_path, {"dataset": "x"})
+    assert spec == {}  # a claim without pre-training gets none

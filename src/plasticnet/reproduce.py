@@ -13,7 +13,9 @@ package), with
   ``experiments: {name: {base, grid, zip}}`` (the same, for one experiment),
   ``seeds``, ``size_matching``, ``pretrain`` (options of
   :func:`plasticnet.pretrain.pretrain_encoder`: an encoder trained first and
-  given to every run as ``pretrained``) and a ``note`` saying what differs
+  given to every run as ``pretrained``; it follows ``--set dataset=...``,
+  ``data_dir`` and ``image_size``, so ``oneshot_glyphs`` runs on CIFAR-FS or
+  miniImageNet when a folder is given) and a ``note`` saying what differs
   from the paper;
 - ``metric``: ``final`` or ``best`` validation error (``val_error`` of the
   run's summary: the task's error on ``val_batches × batch_size`` held-out
@@ -580,18 +582,33 @@ def write_summary(results: Sequence[ClaimResult], out: Union[str, Path]) -> Path
 
 
 # ------------------------------------------------------------------ running
-def _pretrain(claim: Claim, size: str, root: Path, log: Callable[[str], None]) -> Dict[str, Any]:
-    spec = claim.sizes[size].get("pretrain")
+PRETRAIN_DATA_KEYS = ("dataset", "data_dir", "image_size")  # run options the encoder's pre-training follows
+
+
+def _encoder_path(claim: Claim, size: str, root: Path, overrides: Dict[str, Any]) -> Tuple[Dict[str, Any], Path]:
+    """The pre-training options at ``size`` (``--set dataset=...`` etc. followed) and the encoder's path."""
+    spec = dict(claim.sizes[size].get("pretrain") or {})
+    for key in PRETRAIN_DATA_KEYS:
+        if key in overrides and spec:
+            spec[key] = overrides[key]
+    base = dict(claim.sizes[size]["pretrain"]) if spec else {}
+    name = "encoder.pt" if spec == base else f"encoder-{spec.get('dataset', 'data')}-{spec.get('image_size', 0)}.pt"
+    return spec, (root / name).resolve()
+
+
+def _pretrain(claim: Claim, size: str, root: Path, overrides: Dict[str, Any], train: bool,
+              log: Callable[[str], None]) -> Dict[str, Any]:
+    """``{"pretrained": path}`` when the size pre-trains an encoder (trained first if missing and ``train``)."""
+    spec, path = _encoder_path(claim, size, root, overrides)
     if not spec:
         return {}
-    from .pretrain import pretrain_encoder
+    if train and not path.is_file():
+        from .pretrain import pretrain_encoder
 
-    path = (root / "encoder.pt").resolve()
-    if not path.is_file():
         log(f"{claim.id}: pre-training the encoder ({spec}) into {path}")
         res = pretrain_encoder(path, progress=False, **spec)
-        (root / "encoder.json").write_text(json.dumps({**spec, "train_accuracy": res["train_accuracy"],
-                                                        "elapsed_s": res["elapsed_s"]}, indent=2) + "\n")
+        path.with_suffix(".json").write_text(json.dumps({**spec, "train_accuracy": res["train_accuracy"],
+                                                         "elapsed_s": res["elapsed_s"]}, indent=2) + "\n")
     return {"pretrained": str(path)}
 
 
@@ -606,12 +623,9 @@ def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: O
 
     root = Path(out) / size / claim.id
     t0 = time.time()
-    extra = {}
     if train:
         root.mkdir(parents=True, exist_ok=True)
-        extra = _pretrain(claim, size, root, log)
-    elif claim.sizes[size].get("pretrain"):
-        extra = {"pretrained": str((root / "encoder.pt").resolve())}
+    extra = _pretrain(claim, size, root, overrides or {}, train, log)
     experiments = claim_experiments(claim, size, seeds, {**extra, **(overrides or {})})
     for exp in experiments:  # every trial's options checked before anything trains
         plan(exp, root)
