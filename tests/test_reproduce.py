@@ -82,6 +82,13 @@ def test_verdict_inconclusive(tmp_path):
     assert res.comparisons[0].low < 0 < res.comparisons[0].high
 
 
+def test_claim_without_runs_is_not_run(tmp_path, capsys):
+    assert evaluate_claim(synthetic_claim(), tmp_path, "quick").verdict == "not run"
+    assert main(["reproduce", "cue_reward", "--report-only", "--out", str(tmp_path)]) == 0
+    assert "cue_reward: not run" in capsys.readouterr().out
+    assert not (tmp_path / "quick" / "cue_reward").exists()  # nothing written for it
+
+
 def test_unfinished_runs_do_not_count(tmp_path):
     make_runs(tmp_path, {"gradient": [0.05, 0.05, 0.05], "none": [0.14, 0.14, 0.14]}, finished=False)
     res = evaluate_claim(synthetic_claim(), tmp_path, "quick")

@@ -451,7 +451,8 @@ def evaluate_claim(claim: Claim, root: Union[str, Path], size: str, seeds: Optio
     all_runs = [r for rs in runs_by_exp.values() for r in rs]
     results = [evaluate_comparison(claim, c, runs_by_exp, trials) for c in claim.comparisons]
     train_s = sum(float((r.summary or {}).get("elapsed_s", 0.0)) for r in all_runs)
-    return ClaimResult(claim, size, results, claim_verdict(results), len(all_runs),
+    verdict = claim_verdict(results) if all_runs else "not run"
+    return ClaimResult(claim, size, results, verdict, len(all_runs),
                        sum(r.finished for r in all_runs), train_s, root=root)
 
 
@@ -668,6 +669,9 @@ def _cmd(args) -> int:
                     raise ValueError(f"claim {c.id!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
     results = []
     for c in chosen:
+        if args.report_only and not (Path(args.out) / args.size / c.id).is_dir():
+            print(f"{c.id}: not run (no run folders under {Path(args.out) / args.size / c.id})")
+            continue
         res = run_claim(c, args.out, args.size, args.seeds, args.backend, args.workers, train=not args.report_only,
                         overrides=overrides)
         print(f"{c.id}: {res.verdict} ({res.finished}/{res.runs} runs finished; report {res.root / 'report.md'})")
