@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "plasticnet.sweep",
     "plasticnet.report",
     "plasticnet.analysis",
+    "plasticnet.reproduce",
 ]
 
 

@@ -33,12 +33,10 @@ import numpy as np
 
 from .analysis import load_analysis
 from .runfolder import read_config, read_metrics, read_summary
+from .stats import t_interval, t_quantile
 
 DERIVED = ("hidden_size",)  # dropped from conditions when the other varied keys determine them
 LAST_KEYS = ("cell", "rule")  # ordered last, so tables read like the paper's (rows rule, columns cell)
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
 
 
 @dataclass
@@ -83,25 +81,6 @@ class Condition:
         return t_interval([getattr(r, attr) for r in self.runs])
 
 
-def t_quantile(df: int) -> float:
-    """``t_{0.975}`` of Student's t with ``df`` degrees of freedom (table, Cornish–Fisher beyond 30)."""
-    if df < 1:
-        return math.nan
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def t_interval(values) -> Tuple[float, float, int]:
-    """Mean, half-width of the 95% t-interval, and count of the finite ``values``."""
-    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, 0
-    if n == 1:
-        return float(x[0]), math.nan, 1
-    return float(x.mean()), t_quantile(n - 1) * float(x.std(ddof=1)) / math.sqrt(n), n
 
 
 def load_runs(root) -> List[Run]:

@@ -3,7 +3,7 @@
 Each function takes the condition keys and the :class:`~plasticnet.report.Condition`
 list of one experiment and writes one figure; :func:`group_figures` writes
 all that apply and returns ``[(path, caption)]``. Bands and error bars are 95%
-t-intervals over seeds (:func:`plasticnet.report.t_interval`).
+t-intervals over seeds (:func:`plasticnet.stats.t_interval`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
+
+from .stats import t_interval
 
 MIN_SWEEP_VALUES = 3  # a numeric option with at least this many values gets an error-vs-option plot
 
@@ -42,8 +44,6 @@ def _line_label(keys, values) -> str:
 
 def _band(curves: List[Tuple[np.ndarray, np.ndarray]]):
     """Mean and 95% half-width over runs at each batch any run logged (runs may stop early)."""
-    from .report import t_interval
-
     xs = np.unique(np.concatenate([x for x, _ in curves]))
     stats = [t_interval([y[x == b][0] for x, y in curves if (x == b).any()]) for b in xs]
     mean = np.array([s[0] for s in stats])
@@ -131,8 +131,6 @@ ANALYSIS_PANELS = (("inner_lr", "modulated inner lr  η_t = p_lr·m_t"),
 
 def analysis_plot(keys, conditions, path: Path) -> bool:
     """Per episode step: modulated inner lr, effective rate, fast-weight norm (mean over seeds, band = 95%)."""
-    from .report import t_interval
-
     conds = [c for c in conditions if any(r.analysis for r in c.runs)]
     if not conds:
         return False

@@ -1,0 +1,712 @@
+"""``plasticnet reproduce``: the papers' findings as runnable claims with a verdict.
+
+A *claim* is data: one YAML file in ``plasticnet/claims/`` (shipped with the
+package), with
+
+- ``id``, ``statement`` (what the paper says), ``source``;
+- ``experiments``: one or more experiment documents (the format of
+  :mod:`plasticnet.experiments`, without ``seeds`` and ``size_matching``,
+  which the size gives);
+- ``sizes``: ``paper``, ``quick`` and ``smoke``, each with ``base`` (options
+  laid over every experiment's base), optional ``grid`` / ``zip`` (replace
+  those axes of every experiment that has them, e.g. a subset of the delays),
+  ``experiments: {name: {base, grid, zip}}`` (the same, for one experiment),
+  ``seeds``, ``size_matching``, ``pretrain`` (options of
+  :func:`plasticnet.pretrain.pretrain_encoder`: an encoder trained first and
+  given to every run as ``pretrained``; it follows ``--set dataset=...``,
+  ``data_dir`` and ``image_size``, so ``oneshot_glyphs`` runs on CIFAR-FS or
+  miniImageNet when a folder is given) and a ``note`` saying what differs
+  from the paper;
+- ``metric``: ``final`` or ``best`` validation error (``val_error`` of the
+  run's summary: the task's error on ``val_batches × batch_size`` held-out
+  episodes, the same ones at every validation);
+- ``test``: ``welch`` (Welch's t-interval and test over seeds) or
+  ``bootstrap`` (percentile bootstrap over seeds), see :mod:`plasticnet.stats`;
+- ``comparisons``: each a linear contrast of condition means with an
+  expected sign. Shorthands: ``{lower: A, than: B}`` (``A − B < 0``),
+  ``{higher: A, than: B}`` (``A − B > 0``), with ``B`` a condition or a number
+  (a threshold) and an optional ``factor`` f (``A − f·B``: "far below" is
+  ``factor: 0.5``); or the general ``{terms: [{where: A, coef: c}, ...],
+  constant: k, expect: negative|positive}`` (``Σ c·mean − k``). A condition
+  (``where``) is a mapping of option → value that selects runs by their
+  ``config.yaml`` (plus ``experiment: NAME`` when the claim has several);
+  each seed must match exactly one run.
+
+Verdict of a comparison, from the 95% interval of its contrast over seeds:
+**holds** if the interval lies entirely on the expected side of zero,
+**fails** if it lies entirely on the other side, **inconclusive** if it
+contains zero (or fewer than 2 seeds finished). A claim holds if every
+comparison run at that size holds, fails if any fails, and is inconclusive
+otherwise. Comparisons whose conditions a size does not run (``quick`` may
+keep a subset of a sweep) are listed as "not run at this size".
+
+Runs go through the sweep machinery (:func:`plasticnet.sweep.run_sweep`):
+``OUT/<size>/<claim>/<experiment>/<trial>/``, resumable, finished runs
+skipped. Each claim gets ``report.md`` (+ ``figures/``, ``result.json``) in
+its folder; ``OUT/<size>/summary.md`` and ``summary.json`` list all claims
+evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from .experiments import Experiment, parse_experiment
+
+CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
+SIZES = ("quick", "paper", "smoke")
+METRICS = ("final", "best")
+TESTS = ("welch", "bootstrap")
+EXPECT = ("negative", "positive")
+CLAIM_KEYS = ("id", "statement", "source", "experiments", "sizes", "metric", "test", "comparisons")
+SIZE_KEYS = ("base", "grid", "zip", "experiments", "seeds", "size_matching", "pretrain", "note")
+EXP_SIZE_KEYS = ("base", "grid", "zip")
+VERDICTS = ("holds", "fails", "inconclusive")
+MIN_SEEDS = 2
+
+
+# ------------------------------------------------------------------ claim data
+@dataclass
+class Term:
+    """One condition of a contrast: ``where`` (option → value, maybe ``experiment``) and its coefficient."""
+
+    where: Dict[str, Any]
+    coef: float
+
+
+@dataclass
+class Comparison:
+    """A linear contrast ``Σ coef · mean(condition) − constant`` and its expected sign."""
+
+    name: str
+    terms: List[Term]
+    constant: float
+    expect: str  # negative | positive
+
+
+@dataclass
+class Claim:
+    """A parsed claim file (see the module docstring)."""
+
+    id: str
+    statement: str
+    source: str
+    experiments: List[Dict[str, Any]]
+    sizes: Dict[str, Dict[str, Any]]
+    metric: str
+    test: str
+    comparisons: List[Comparison]
+    path: Optional[Path] = None
+
+    def experiment_names(self) -> List[str]:
+        return [e["name"] for e in self.experiments]
+
+
+def _err(source: str, msg: str) -> ValueError:
+    return ValueError(f"{source}: {msg}")
+
+
+def _where(source: str, value: Any, what: str) -> Dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        raise _err(source, f"{what} must be a non-empty mapping of option -> value, got {value!r}")
+    return dict(value)
+
+
+def _parse_comparison(source: str, data: Any, i: int) -> Comparison:
+    if not isinstance(data, dict):
+        raise _err(source, f"comparison {i} must be a mapping, got {data!r}")
+    name = str(data.get("name") or f"comparison {i}")
+    where = f"comparison {name!r}"
+    shorthand = [k for k in ("lower", "higher") if k in data]
+    if shorthand:
+        allowed = {"name", "lower", "higher", "than", "factor"}
+        unknown = sorted(set(data) - allowed)
+        if len(shorthand) > 1 or unknown or "than" not in data:
+            raise _err(source, f"{where}: the shorthand is {{lower|higher: CONDITION, than: CONDITION or "
+                               f"NUMBER, factor: F}}; got keys {sorted(data)}")
+        key = shorthand[0]
+        a = _where(source, data[key], f"{where}: {key}")
+        factor = data.get("factor", 1.0)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            raise _err(source, f"{where}: factor must be a positive number, got {factor!r}")
+        than = data["than"]
+        expect = "negative" if key == "lower" else "positive"
+        if isinstance(than, (int, float)) and not isinstance(than, bool):
+            return Comparison(name, [Term(a, 1.0)], float(factor) * float(than), expect)
+        b = _where(source, than, f"{where}: than")
+        return Comparison(name, [Term(a, 1.0), Term(b, -float(factor))], 0.0, expect)
+    unknown = sorted(set(data) - {"name", "terms", "constant", "expect"})
+    if unknown or "terms" not in data:
+        raise _err(source, f"{where}: needs lower/higher + than, or terms + expect; unknown key(s) {unknown}")
+    terms = data["terms"]
+    if not isinstance(terms, list) or not terms:
+        raise _err(source, f"{where}: terms must be a non-empty list of {{where, coef}}")
+    parsed = []
+    for t in terms:
+        if not isinstance(t, dict) or set(t) != {"where", "coef"}:
+            raise _err(source, f"{where}: each term is {{where: CONDITION, coef: NUMBER}}, got {t!r}")
+        coef = t["coef"]
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)):
+            raise _err(source, f"{where}: coef must be a number, got {coef!r}")
+        parsed.append(Term(_where(source, t["where"], f"{where}: where"), float(coef)))
+    expect = data.get("expect")
+    if expect not in EXPECT:
+        raise _err(source, f"{where}: expect must be one of {', '.join(EXPECT)}, got {expect!r}")
+    constant = data.get("constant", 0.0)
+    if isinstance(constant, bool) or not isinstance(constant, (int, float)):
+        raise _err(source, f"{where}: constant must be a number, got {constant!r}")
+    return Comparison(name, parsed, float(constant), expect)
+
+
+def parse_claim(data: Any, source: str = "<claim>") -> Claim:
+    """Validate a loaded claim document; clear errors name the bad field and what is allowed.
+
+    Every experiment is parsed at every size (so a bad option fails here) and
+    every comparison's conditions must select runs at ``paper`` size.
+    """
+    if not isinstance(data, dict):
+        raise _err(source, f"a claim must be a mapping with keys {', '.join(CLAIM_KEYS)}")
+    unknown = sorted(set(data) - set(CLAIM_KEYS))
+    if unknown:
+        raise _err(source, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(CLAIM_KEYS)}")
+    for key in ("id", "statement"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise _err(source, f"{key!r} is required (a non-empty string)")
+    exps = data.get("experiments")
+    if not isinstance(exps, list) or not exps or not all(isinstance(e, dict) for e in exps):
+        raise _err(source, "'experiments' must be a non-empty list of experiment mappings")
+    names = [e.get("name") for e in exps]
+    if len(set(names)) != len(names):
+        raise _err(source, f"experiment names must differ, got {names}")
+    for e in exps:
+        for key in ("seeds", "size_matching"):
+            if key in e:
+                raise _err(source, f"experiment {e.get('name')!r}: {key!r} belongs to the sizes, not the experiment")
+    sizes = data.get("sizes")
+    if not isinstance(sizes, dict) or set(sizes) != set(SIZES):
+        raise _err(source, f"'sizes' must give exactly {', '.join(SIZES)}, got {sorted(sizes or {})}")
+    for size, spec in sizes.items():
+        if not isinstance(spec, dict):
+            raise _err(source, f"size {size!r} must be a mapping")
+        bad = sorted(set(spec) - set(SIZE_KEYS))
+        if bad:
+            raise _err(source, f"size {size!r}: unknown key(s) {bad}; allowed: {', '.join(SIZE_KEYS)}")
+        for name, over in (spec.get("experiments") or {}).items():
+            if name not in names:
+                raise _err(source, f"size {size!r}: no experiment {name!r}; experiments: {', '.join(names)}")
+            if not isinstance(over, dict) or set(over) - set(EXP_SIZE_KEYS):
+                raise _err(source, f"size {size!r}, experiment {name!r}: allowed keys {', '.join(EXP_SIZE_KEYS)}")
+    metric = data.get("metric", "final")
+    if metric not in METRICS:
+        raise _err(source, f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+    test = data.get("test", "welch")
+    if test not in TESTS:
+        raise _err(source, f"unknown test {test!r}; allowed: {', '.join(TESTS)}")
+    comps = data.get("comparisons")
+    if not isinstance(comps, list) or not comps:
+        raise _err(source, "'comparisons' must be a non-empty list")
+    claim = Claim(id=data["id"], statement=" ".join(data["statement"].split()), source=str(data.get("source", "")),
+                  experiments=exps, sizes=sizes, metric=metric, test=test,
+                  comparisons=[_parse_comparison(source, c, i + 1) for i, c in enumerate(comps)])
+    from .config import resolve_options
+
+    for size in SIZES:
+        for exp in claim_experiments(claim, size):
+            for trial in exp.trials():  # options combine (size matching, unique folder names) and resolve
+                try:
+                    resolve_options(trial.options)
+                except ValueError as err:
+                    raise _err(source, f"size {size!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
+    trials = _trial_configs(claim, "paper")
+    for comp in claim.comparisons:
+        for term in comp.terms:
+            try:
+                _match(claim, term.where, trials)
+            except ValueError as err:
+                raise _err(source, f"comparison {comp.name!r}: {err}") from None
+    return claim
+
+
+def _load_file(path: Path) -> Claim:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    claim = parse_claim(data, source=str(path))
+    claim.path = path
+    return claim
+
+
+def load_claims(directory: Union[str, Path, None] = None) -> Dict[str, Claim]:
+    """Every claim file (``*.yaml``) of ``directory`` (default: the package's claims), by id, sorted."""
+    directory = Path(directory) if directory is not None else CLAIMS_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"claims folder {str(directory)!r} not found")
+    claims: Dict[str, Claim] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        claim = _load_file(path)
+        if claim.id in claims:
+            raise ValueError(f"{path}: claim id {claim.id!r} also in {claims[claim.id].path}")
+        claims[claim.id] = claim
+    return claims
+
+
+def select_claims(ids: Sequence[str], claims: Dict[str, Claim]) -> List[Claim]:
+    """The claims named by ``ids`` (all when empty); an unknown id is refused, naming the valid ones."""
+    if not ids:
+        return list(claims.values())
+    bad = [i for i in ids if i not in claims]
+    if bad:
+        raise ValueError(f"unknown claim id(s) {', '.join(map(repr, bad))}; valid ids: {', '.join(claims)}")
+    return [claims[i] for i in dict.fromkeys(ids)]
+
+
+# ------------------------------------------------------------------ experiments of a size
+def claim_experiments(claim: Claim, size: str, seeds: Optional[int] = None,
+                      extra: Optional[Dict[str, Any]] = None) -> List[Experiment]:
+    """The claim's experiments at ``size`` (size overrides applied), as :class:`Experiment` objects.
+
+    ``seeds``: use seeds ``0..seeds−1`` instead of the size's. ``extra``:
+    options laid over every base last (e.g. ``pretrained``).
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; allowed: {', '.join(SIZES)}")
+    spec = claim.sizes[size]
+    out = []
+    for doc in claim.experiments:
+        doc = copy.deepcopy(doc)
+        per = (spec.get("experiments") or {}).get(doc["name"], {})
+        doc["base"] = {**(doc.get("base") or {}), **(spec.get("base") or {}), **(per.get("base") or {}),
+                       **(extra or {})}
+        for layer in (spec, per):
+            for key, values in (layer.get("grid") or {}).items():
+                if key in (doc.get("grid") or {}):
+                    doc["grid"][key] = values
+            if layer.get("zip") is not None and doc.get("zip") is not None:
+                doc["zip"] = copy.deepcopy(layer["zip"])
+        doc["seeds"] = seeds if seeds is not None else spec.get("seeds", 1)
+        if spec.get("size_matching") is not None:
+            doc["size_matching"] = spec["size_matching"]
+        out.append(parse_experiment(doc, source=f"claim {claim.id!r}, size {size}, experiment {doc['name']!r}"))
+    return out
+
+
+def _trial_configs(claim: Claim, size: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """``(experiment name, trial options)`` of every trial of the claim at ``size``."""
+    return [(e.name, t.options) for e in claim_experiments(claim, size) for t in e.trials()]
+
+
+def _selects(where: Dict[str, Any], exp_name: str, options: Dict[str, Any]) -> bool:
+    for k, v in where.items():
+        if k == "experiment":
+            if v != exp_name:
+                return False
+        elif options.get(k) != v:
+            return False
+    return True
+
+
+def _match(claim: Claim, where: Dict[str, Any], trials) -> List:
+    """The trials ``where`` selects; refuses a condition that selects nothing or two runs of one seed."""
+    if "experiment" not in where and len(claim.experiments) > 1:
+        raise ValueError(f"condition {where} needs 'experiment' (one of {', '.join(claim.experiment_names())})")
+    if "experiment" in where and where["experiment"] not in claim.experiment_names():
+        raise ValueError(f"condition {where}: no experiment {where['experiment']!r}; "
+                         f"experiments: {', '.join(claim.experiment_names())}")
+    hits = [(name, opts) for name, opts in trials if _selects(where, name, opts)]
+    if not hits:
+        raise ValueError(f"condition {where} selects no run")
+    seeds = [opts["seed"] for _, opts in hits]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"condition {where} selects several runs of one seed; add the option that tells them apart")
+    return hits
+
+
+# ------------------------------------------------------------------ evaluation
+@dataclass
+class ConditionValues:
+    """The metric of one condition's finished runs (one per seed) and how many runs it has."""
+
+    where: Dict[str, Any]
+    values: List[float]
+    runs: int
+    episodes: List[int]
+
+
+@dataclass
+class ComparisonResult:
+    """One comparison's conditions, contrast interval and verdict (``not run`` if the size lacks it)."""
+
+    comparison: Comparison
+    conditions: List[ConditionValues] = field(default_factory=list)
+    estimate: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    p_value: float = math.nan
+    df: float = math.nan
+    boot_low: float = math.nan
+    boot_high: float = math.nan
+    verdict: str = "not run"
+    note: str = ""
+
+
+def verdict_of(low: float, high: float, expect: str) -> str:
+    """``holds`` / ``fails`` / ``inconclusive`` from a contrast's interval ``[low, high]`` and expected sign."""
+    if expect not in EXPECT:
+        raise ValueError(f"expect must be one of {', '.join(EXPECT)}, got {expect!r}")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    below, above = high < 0, low > 0
+    if expect == "negative":
+        return "holds" if below else "fails" if above else "inconclusive"
+    return "holds" if above else "fails" if below else "inconclusive"
+
+
+def claim_verdict(results: Sequence[ComparisonResult]) -> str:
+    """All run comparisons hold → holds; any fails → fails; else inconclusive (none run → ``not run``)."""
+    run = [r.verdict for r in results if r.verdict != "not run"]
+    if not run:
+        return "not run"
+    if "fails" in run:
+        return "fails"
+    return "holds" if all(v == "holds" for v in run) else "inconclusive"
+
+
+def _run_metric(run, metric: str) -> float:
+    if not run.finished:
+        return math.nan
+    return run.final_error if metric == "final" else run.best_error
+
+
+def evaluate_comparison(claim: Claim, comp: Comparison, runs_by_exp: Dict[str, list],
+                        trials) -> ComparisonResult:
+    """The comparison's contrast over the finished runs (``runs_by_exp``: experiment → report Runs)."""
+    from .stats import bootstrap_contrast, contrast
+
+    res = ComparisonResult(comp)
+    groups = []
+    for term in comp.terms:
+        try:
+            _match(claim, term.where, trials)
+        except ValueError:
+            res.note = f"condition {term.where} is not run at this size"
+            return res
+        exp_names = [term.where["experiment"]] if "experiment" in term.where else claim.experiment_names()
+        runs = [(name, r) for name in exp_names for r in runs_by_exp.get(name, [])
+                if _selects(term.where, name, r.config)]
+        values = [_run_metric(r, claim.metric) for _, r in runs]
+        episodes = sorted({int(r.config.get("val_batches", 0)) * int(r.config.get("batch_size", 0)) for _, r in runs})
+        cv = ConditionValues(term.where, [v for v in values if math.isfinite(v)], len(runs), episodes)
+        res.conditions.append(cv)
+        groups.append(cv.values)
+    short = [c for c in res.conditions if len(c.values) < MIN_SEEDS]
+    if short:
+        res.verdict = "inconclusive"
+        res.note = (f"fewer than {MIN_SEEDS} finished runs in "
+                    + "; ".join(f"{c.where} ({len(c.values)} of {c.runs})" for c in short))
+        return res
+    coefs = [t.coef for t in comp.terms]
+    main = contrast(claim.test, groups, coefs, comp.constant)
+    boot = bootstrap_contrast(groups, coefs, comp.constant)
+    res.estimate, res.low, res.high, res.p_value, res.df = main.estimate, main.low, main.high, main.p_value, main.df
+    res.boot_low, res.boot_high = boot.low, boot.high
+    res.verdict = verdict_of(main.low, main.high, comp.expect)
+    return res
+
+
+@dataclass
+class ClaimResult:
+    """A claim evaluated at one size: its comparisons, verdict and run counts."""
+
+    claim: Claim
+    size: str
+    comparisons: List[ComparisonResult]
+    verdict: str
+    runs: int
+    finished: int
+    train_s: float
+    wall_s: float = math.nan
+    root: Optional[Path] = None
+
+
+def evaluate_claim(claim: Claim, root: Union[str, Path], size: str, seeds: Optional[int] = None) -> ClaimResult:
+    """Read the run folders under ``root/<experiment>/`` and judge every comparison."""
+    from .report import load_runs
+
+    root = Path(root)
+    trials = [(e.name, t.options) for e in claim_experiments(claim, size, seeds) for t in e.trials()]
+    runs_by_exp = {}
+    for name in claim.experiment_names():
+        folder = root / name
+        runs_by_exp[name] = load_runs(folder) if folder.is_dir() else []
+    all_runs = [r for rs in runs_by_exp.values() for r in rs]
+    results = [evaluate_comparison(claim, c, runs_by_exp, trials) for c in claim.comparisons]
+    train_s = sum(float((r.summary or {}).get("elapsed_s", 0.0)) for r in all_runs)
+    verdict = claim_verdict(results) if all_runs else "not run"
+    return ClaimResult(claim, size, results, verdict, len(all_runs),
+                       sum(r.finished for r in all_runs), train_s, root=root)
+
+
+# ------------------------------------------------------------------ reports
+def _num(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if isinstance(x, (int, float)) and math.isfinite(x) else "—"
+
+
+def _cond_label(where: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in where.items())
+
+
+def _contrast_text(comp: Comparison) -> str:
+    parts = []
+    for t in comp.terms:
+        sign = "−" if t.coef < 0 else "+"
+        mag = abs(t.coef)
+        coef = "" if mag == 1 else f"{mag:g}·"
+        parts.append(f"{sign} {coef}[{_cond_label(t.where)}]")
+    text = " ".join(parts).lstrip("+ ")
+    if comp.constant:
+        text += f" − {comp.constant:g}"
+    return text + (" < 0" if comp.expect == "negative" else " > 0")
+
+
+def _condition_cell(cv: ConditionValues) -> str:
+    from .stats import t_interval
+
+    mean, half, n = t_interval(cv.values)
+    return f"[{_cond_label(cv.where)}]: {_num(mean)} ± {_num(half, 2)} (n={n}/{cv.runs})"
+
+
+def claim_report_lines(result: ClaimResult) -> List[str]:
+    """Markdown of one claim: statement, setting, verdict table per comparison."""
+    claim, spec = result.claim, result.claim.sizes[result.size]
+    test = ("Welch's t-interval (Welch–Satterthwaite df) of the contrast over seeds"
+            if claim.test == "welch" else "percentile bootstrap interval (10,000 resamples of the seeds)")
+    lines = [f"# Claim `{claim.id}` — {result.verdict.upper()} at size `{result.size}`", "",
+             f"**Paper:** {claim.statement}", "", f"Source: {claim.source}", "",
+             f"Size `{result.size}`: {' '.join(str(spec.get('note', '')).split()) or 'as in the claim file'}.", "",
+             f"Metric: the {claim.metric} validation error of each run (`{claim.metric}_val_error`: the task's "
+             f"error on its held-out episodes); one value per seed. Test: {test}, 95 %; verdict **holds** when "
+             "the interval lies on the expected side of zero, **fails** when on the other side, "
+             "**inconclusive** when it contains zero. Also shown: the bootstrap interval of the same contrast.",
+             "", f"Runs: {result.finished} finished of {result.runs} under `{result.root}`; training time "
+             f"(sum over runs) {result.train_s / 60:.1f} min"
+             + (f"; wall time of this invocation {result.wall_s / 60:.1f} min" if math.isfinite(result.wall_s)
+                else "") + ".", "",
+             "| comparison | contrast | conditions: mean ± 95% (n finished/runs) | held-out episodes | "
+             "effect (contrast) [95% interval] | bootstrap 95% | p (two-sided) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result.comparisons:
+        conds = "<br>".join(_condition_cell(c) for c in r.conditions) or "—"
+        eps = ", ".join(str(e) for c in r.conditions for e in c.episodes) if r.conditions else "—"
+        eps = ", ".join(dict.fromkeys(eps.split(", ")))
+        verdict = f"**{r.verdict}**" + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {r.comparison.name} | {_contrast_text(r.comparison)} | {conds} | {eps} | "
+                     f"{_num(r.estimate)} [{_num(r.low)}, {_num(r.high)}] | [{_num(r.boot_low)}, "
+                     f"{_num(r.boot_high)}] | {_num(r.p_value, 2)} | {verdict} |")
+    return lines
+
+
+def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) -> Path:
+    """``report.md`` (verdicts, then each experiment's tables and figures) and ``result.json`` of a claim."""
+    from . import report as rep
+    from . import report_figures as figs
+
+    out = Path(out) if out is not None else result.root
+    out.mkdir(parents=True, exist_ok=True)
+    lines = claim_report_lines(result)
+    for name in result.claim.experiment_names():
+        folder = result.root / name
+        runs = rep.load_runs(folder) if folder.is_dir() else []
+        if not runs:
+            continue
+        keys = rep.condition_keys(runs)
+        conditions = rep.group_conditions(runs, keys)
+        tasks = ", ".join(sorted({str(r.config.get("task")) for r in runs}))
+        lines += ["", f"## Experiment `{name}`", "", f"Task {tasks}; {len(runs)} runs. Final and best validation "
+                  "error per condition (mean ± 95% t-interval over seeds):", ""]
+        lines += rep.condition_table(keys, conditions)
+        try:
+            fig_list = figs.group_figures(keys, conditions, out / "figures", name)
+        except ImportError:  # matplotlib is optional
+            fig_list = []
+        for fig_path, caption in fig_list:
+            lines += ["", f"![{caption}]({fig_path.relative_to(out).as_posix()})", "", f"*{caption}*"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "result.json").write_text(json.dumps(result_dict(result), indent=2) + "\n")
+    return path
+
+
+def result_dict(result: ClaimResult) -> Dict[str, Any]:
+    """A JSON-ready summary of a claim's result."""
+    def clean(x):
+        return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+    return {"claim": result.claim.id, "size": result.size, "verdict": result.verdict,
+            "statement": result.claim.statement, "test": result.claim.test, "metric": result.claim.metric,
+            "runs": result.runs, "finished": result.finished, "train_s": clean(result.train_s),
+            "wall_s": clean(result.wall_s),
+            "comparisons": [{"name": r.comparison.name, "contrast": _contrast_text(r.comparison),
+                             "verdict": r.verdict, "note": r.note, "estimate": clean(r.estimate),
+                             "low": clean(r.low), "high": clean(r.high), "p_value": clean(r.p_value),
+                             "df": clean(r.df), "bootstrap_low": clean(r.boot_low),
+                             "bootstrap_high": clean(r.boot_high),
+                             "conditions": [{"where": c.where, "values": c.values, "runs": c.runs,
+                                             "episodes": c.episodes} for c in r.conditions]}
+                            for r in result.comparisons]}
+
+
+def write_summary(results: Sequence[ClaimResult], out: Union[str, Path]) -> Path:
+    """``summary.md`` and ``summary.json`` in ``out``: one row per claim, its verdict and comparisons."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Reproduction summary", "", "| claim | size | verdict | comparisons (effect [95% interval]: verdict) "
+             "| runs finished | training time |", "|---|---|---|---|---|---|"]
+    for res in results:
+        comps = "<br>".join(f"{r.comparison.name}: {_num(r.estimate)} [{_num(r.low)}, {_num(r.high)}]: {r.verdict}"
+                            for r in res.comparisons)
+        lines.append(f"| `{res.claim.id}` | {res.size} | **{res.verdict}** | {comps} | {res.finished}/{res.runs} | "
+                     f"{res.train_s / 60:.1f} min |")
+    path = out / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps([result_dict(r) for r in results], indent=2) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------ running
+PRETRAIN_DATA_KEYS = ("dataset", "data_dir", "image_size")  # run options the encoder's pre-training follows
+
+
+def _encoder_path(claim: Claim, size: str, root: Path, overrides: Dict[str, Any]) -> Tuple[Dict[str, Any], Path]:
+    """The pre-training options at ``size`` (``--set dataset=...`` etc. followed) and the encoder's path."""
+    spec = dict(claim.sizes[size].get("pretrain") or {})
+    for key in PRETRAIN_DATA_KEYS:
+        if key in overrides and spec:
+            spec[key] = overrides[key]
+    base = dict(claim.sizes[size]["pretrain"]) if spec else {}
+    name = "encoder.pt" if spec == base else f"encoder-{spec.get('dataset', 'data')}-{spec.get('image_size', 0)}.pt"
+    return spec, (root / name).resolve()
+
+
+def _pretrain(claim: Claim, size: str, root: Path, overrides: Dict[str, Any], train: bool,
+              log: Callable[[str], None]) -> Dict[str, Any]:
+    """``{"pretrained": path}`` when the size pre-trains an encoder (trained first if missing and ``train``)."""
+    spec, path = _encoder_path(claim, size, root, overrides)
+    if not spec:
+        return {}
+    if train and not path.is_file():
+        from .pretrain import pretrain_encoder
+
+        log(f"{claim.id}: pre-training the encoder ({spec}) into {path}")
+        res = pretrain_encoder(path, progress=False, **spec)
+        path.with_suffix(".json").write_text(json.dumps({**spec, "train_accuracy": res["train_accuracy"],
+                                                         "elapsed_s": res["elapsed_s"]}, indent=2) + "\n")
+    return {"pretrained": str(path)}
+
+
+def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: Optional[int] = None,
+              backend: str = "local", workers: Optional[int] = None, train: bool = True,
+              overrides: Optional[Dict[str, Any]] = None, log: Callable[[str], None] = print) -> ClaimResult:
+    """Train the claim's pending runs (sweep machinery) under ``out/<size>/<claim id>/``, judge, write its report.
+
+    ``overrides``: options laid over every run (``--set``, e.g. ``engine`` or ``device``).
+    """
+    from .sweep import plan, run_sweep
+
+    root = Path(out) / size / claim.id
+    t0 = time.time()
+    if train:
+        root.mkdir(parents=True, exist_ok=True)
+    extra = _pretrain(claim, size, root, overrides or {}, train, log)
+    experiments = claim_experiments(claim, size, seeds, {**extra, **(overrides or {})})
+    for exp in experiments:  # every trial's options checked before anything trains
+        plan(exp, root)
+    if train:
+        for exp in experiments:
+            outcomes = run_sweep(exp, root, backend=backend, workers=workers, analyze=False, log=log)
+            for o in outcomes:
+                if o.status == "failed":
+                    log(f"{claim.id}: run {o.run_dir} failed: {o.error.splitlines()[0] if o.error else ''}")
+    result = evaluate_claim(claim, root, size, seeds)
+    result.wall_s = time.time() - t0 if train else math.nan
+    write_claim_report(result)
+    return result
+
+
+def _cmd(args) -> int:
+    claims = load_claims(args.claims_dir)
+    if args.list:
+        for c in claims.values():
+            print(f"{c.id}\n    {c.statement}")
+        return 0
+    chosen = select_claims(args.claims, claims)
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    from .config import parse_set, resolve_options
+
+    overrides = parse_set(args.set or [])
+    for c in chosen:  # bad options of any claim refused before anything runs
+        for exp in claim_experiments(c, args.size, args.seeds, overrides):
+            varied = [k for k in overrides if k in exp.varied_keys]
+            if varied:
+                raise ValueError(f"--set {varied[0]} conflicts with claim {c.id!r}, whose experiment "
+                                 f"{exp.name!r} varies it")
+            for trial in exp.trials():
+                try:
+                    resolve_options(trial.options)
+                except ValueError as err:
+                    raise ValueError(f"claim {c.id!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
+    results = []
+    for c in chosen:
+        if args.report_only and not (Path(args.out) / args.size / c.id).is_dir():
+            print(f"{c.id}: not run (no run folders under {Path(args.out) / args.size / c.id})")
+            continue
+        res = run_claim(c, args.out, args.size, args.seeds, args.backend, args.workers, train=not args.report_only,
+                        overrides=overrides)
+        print(f"{c.id}: {res.verdict} ({res.finished}/{res.runs} runs finished; report {res.root / 'report.md'})")
+        results.append(res)
+    summary_dir = Path(args.out) / args.size
+    if not args.claims:
+        path = write_summary(results, summary_dir)
+    else:  # keep the other claims' rows: re-evaluate every claim that has run folders here
+        known = [evaluate_claim(c, summary_dir / c.id, args.size, args.seeds) for c in claims.values()
+                 if (summary_dir / c.id).is_dir() and c.id not in args.claims]
+        path = write_summary(known + results, summary_dir)
+    print(f"summary: {path}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """``plasticnet reproduce``."""
+    p = sub.add_parser("reproduce", help="run the papers' claims and judge each (holds / fails / inconclusive)",
+                       description="Run the papers' findings as claims (plasticnet/claims/*.yaml) through the "
+                                   "sweep machinery and write a report per claim plus a summary.")
+    p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim ids (default: all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the claims (id and the paper's statement)")
+    p.add_argument("--size", choices=SIZES, default="quick",
+                   help="quick: a 2-core CPU (default); paper: the paper's configuration; smoke: seconds, for tests")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the size's")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="sweep backend")
+    p.add_argument("--workers", type=int, default=None, help="runs at once (local default 1)")
+    p.add_argument("--out", default="runs/reproduce", help="root of the run folders (runs/reproduce)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an option for every run, e.g. engine=kernel or device=cuda (not one a claim varies)")
+    p.add_argument("--report-only", action="store_true", help="judge the existing run folders, train nothing")
+    p.add_argument("--claims-dir", default=None, help=argparse.SUPPRESS)  # tests: another claims folder
+    p.set_defaults(func=_cmd)
+
+
+__all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "Term", "claim_experiments", "claim_verdict",
+           "evaluate_claim", "load_claims", "parse_claim", "run_claim", "select_claims", "verdict_of",
+           "write_claim_report", "write_summary", "SIZES"]
