@@ -338,8 +338,7 @@ class KernelEngine(Engine):
         ln = net.layernorm
         flat += [net.omega, ln.weight if ln is not None else None, ln.bias if ln is not None else None]
         spec = dict(net=net, layers=layers, trace=trace is not None, threads=self.threads)
-        c0 = state.c if state.c is not None else None
-        res = _Episode.apply(spec, inputs, state.h, c0, *flat)
+        res = _Episode.apply(spec, inputs, state.h, state.c, *flat)
         Y, hT, cT = res[:3]
         FT, fbT, tr = res[3:7], res[7:11], res[11]
         fast = {k: FastWeights(FT[i], fbT[i]) for i, k in enumerate(LAYERS) if layers[i] is not None}
