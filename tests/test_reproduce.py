@@ -175,7 +175,7 @@ def test_packaged_claims():
     assert {t.options["delay"] for t in delay.trials()} == {0, 20, 60}
     assert {t.options["seq_length"] for t in delay.trials()} == {5}
     (lin,) = claim_experiments(claims["regression_linear"], "quick")
-    assert {(t.options["n"], t.options["train_points"]) for t in lin.trials()} == {(12, 20)}
+    assert {(t.options["n"], t.options["train_points"]) for t in lin.trials()} == {(12, 10), (12, 20)}
     with pytest.raises(ValueError, match="unknown claim id\\(s\\) 'nope'; valid ids: .*cue_reward"):
         select_claims(["nope"], claims)
 
