@@ -100,6 +100,32 @@ def test_input_and_initial_state_gradients():
         torch.testing.assert_close(b, a, **TOL64)
 
 
+@pytest.mark.parametrize("rule,weight_clip", [("hebbian", None), ("gradient", None), ("gradient", 0.05)])
+def test_which_fast_weight_adjoints_are_kept(rule, weight_clip):
+    """The backward keeps per-sample dF in a scratch unless dF_0 is wanted, and never stores a zero F_0.
+
+    Two cases against the reference, parameter gradients in float64, each also under ``weight_clip``
+    (a checkpoint every step but a zero first one, which is restored as zeros):
+    (a) zero F_0, loss through the final fast weights (the adjoint of F_T is given, dF_0 kept);
+    (b) a non-zero F_0 that needs no gradient, loss on the outputs only (dF in a scratch, F_0 checkpointed).
+    """
+    ref, ker = pair(rule, "rnn", weight_clip=weight_clip)
+    inputs = inputs_for(ref, 3, 7)
+    _, st = ref(inputs[:, :3])
+    fast0 = {k: type(fw)(*(None if x is None else x.detach() for x in fw)) for k, fw in st.fast.items()}
+    for case in ("a", "b"):
+        grads = []
+        for net in (ref, ker):
+            state = None if case == "a" else net.make_state(st.h.detach(), None, fast0)
+            out, end = net(inputs[:, 3:], state)
+            loss = out.square().sum()
+            if case == "a":
+                loss = loss + sum((fw.w * 0.7).sin().sum() for fw in end.fast.values())
+            grads.append(torch.autograd.grad(loss, list(net.parameters())))
+        for a, b in zip(*grads):
+            torch.testing.assert_close(b, a, **TOL64)
+
+
 @pytest.mark.parametrize("rule,cell,opts", [
     ("hebbian", "rnn", {}), ("gradient", "lstm", {}), ("gradient", "rnn", {"layernorm": True}),
     ("gradient", "lstm", {"inner_lr_mode": "none"}), ("hebbian", "lstm", {"input_layer": False}),

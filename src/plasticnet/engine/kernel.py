@@ -108,13 +108,18 @@ class _Episode(torch.autograd.Function):
         F0, fb0, W, bias, L, Lb = (flat[i::6][:4] for i in range(6))
         omega, gamma, beta = flat[24:27]
         Fs, FBs, FBT, CKs, Ws, bs, Ls, Lbs = [], [], [], [], [], [], [], []
+        zero0 = 0
         for k, layer in enumerate(layers):
             if layer is None:
                 Fs.append(d3), FBs.append(d3), FBT.append(d2), CKs.append(d4)
                 Ws.append(d2), bs.append(d1), Ls.append(d2), Lbs.append(d1)
                 continue
             n_in, n_out = layer.in_features, layer.out_features
-            Fs.append(np.zeros((B, n_in, n_out), npdt) if _is_zero_view(F0[k]) else _np(F0[k]).copy())
+            if _is_zero_view(F0[k]):
+                Fs.append(np.zeros((B, n_in, n_out), npdt))
+                zero0 |= 1 << k  # its t = 0 checkpoint is not stored (the backward restores zeros)
+            else:
+                Fs.append(_np(F0[k]).copy())
             Ws.append(_np(W[k]))
             bs.append(_np(bias[k]))
             Ls.append(_np(L[k]) if L[k] is not None else np.ones((n_in, n_out), npdt))
@@ -144,8 +149,8 @@ class _Episode(torch.autograd.Function):
         om = _np(omega) if grad else d1
         ln = net.layernorm
         ga, be = (_np(gamma), _np(beta)) if ln is not None else (d1, d1)
-        cfgi = np.array([has_in, lstm, grad, ln is not None, net.modulation, net.output_size, K, want_trace, 0],
-                        np.int64)
+        cfgi = np.array([has_in, lstm, grad, ln is not None, net.modulation, net.output_size, K, want_trace,
+                         0, zero0, 0], np.int64)
         cfgf = np.array([net.inner_lr, net.inner_decay, net.inner_clip, net.weight_clip or 0.0,
                          2.0 * net.inner_loss_scale / D, ln.eps if ln is not None else 1e-5], np.float64)
         _in_threads(kernel_ops.forward, B, spec["threads"], cfgi, cfgf, Un, h0n, c0n, tuple(Ws), tuple(bs),
@@ -174,7 +179,8 @@ class _Episode(torch.autograd.Function):
         net, layers = spec["net"], spec["layers"]
         dFT, dfbT = rest[:4], rest[4:8]
         it = iter(ctx.saved_tensors)
-        Fs = [_np(next(it)).copy() if layer is not None else f for f, layer in zip(sv["Fs"], layers)]
+        # F_T is only read: each sample's backward undoes it in a scratch copy of its own
+        Fs = [_np(next(it)) if layer is not None else f for f, layer in zip(sv["Fs"], layers)]
         npdt = sv["U"].dtype
         B, T, n_u = sv["U"].shape
         H = net.hidden_size
@@ -188,6 +194,11 @@ class _Episode(torch.autograd.Function):
         want_dl = any(sv["learned_rates"])
         cfgi = sv["cfgi"].copy()
         cfgi[8] = want_dl
+        need = ctx.needs_input_grad
+        # dF_0 is wanted only for an initial state that needs it or an adjoint of F_T given; otherwise each
+        # sample's dF lives in a scratch of its own (no (B, in, out) arrays)
+        want_dF0 = any(layer is not None and (dFT[k] is not None or need[4 + 6 * k]) for k, layer in enumerate(layers))
+        cfgi[10] = not want_dF0
 
         def adj(g, shape):
             return np.zeros(shape, npdt) if g is None else _np(g).copy()
@@ -200,7 +211,7 @@ class _Episode(torch.autograd.Function):
                 dFs.append(d3), dFBs.append(d2), dLs.append(d3), dLbs.append(d2)
                 continue
             n_in, n_out = layer.in_features, layer.out_features
-            dFs.append(adj(dFT[k], (B, n_in, n_out)))
+            dFs.append(adj(dFT[k], (B, n_in, n_out)) if want_dF0 else d3)
             dFBs.append(adj(dfbT[k], (B, n_out)) if grad else d2)
             dLs.append(np.zeros((ng, n_in, n_out), npdt) if want_dl else d3)
             dLbs.append(np.zeros((ng, n_out), npdt) if grad else d2)
@@ -232,7 +243,7 @@ class _Episode(torch.autograd.Function):
         for k, layer in enumerate(layers):
             if layer is None:
                 continue
-            gF[k] = t(dFs[k])
+            gF[k] = t(dFs[k]) if want_dF0 else None
             gW[k] = outer(pres[k], dposts[k])
             if grad and k == 2 and has_in:
                 gW[k] = gW[k] + outer(DR2, sv["DC"])
@@ -250,7 +261,6 @@ class _Episode(torch.autograd.Function):
             flat += [gF[k], gfb[k], gW[k], gb[k], gL[k], gLb[k]]
         flat += [t(domega.sum(0)) if grad else None,
                  t(dgamma.sum(0)) if ln else None, t(dbeta.sum(0)) if ln else None]
-        need = ctx.needs_input_grad
         flat = [g if need[4 + i] else None for i, g in enumerate(flat)]
         return (None, t(dU) if need[1] else None, t(dh_out) if need[2] else None,
                 t(dc_out) if (lstm and need[3]) else None, *flat)

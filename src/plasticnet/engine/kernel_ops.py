@@ -27,7 +27,9 @@ the clamp cannot be undone and ``K = 1``.
 
 The same source compiles for float32 and float64 (numba dispatches on the
 arrays' dtype). Configuration: ``cfgi = [has_in, lstm, gradient, layernorm,
-modulation, n_out, K, want_trace, want_dlam]`` and
+modulation, n_out, K, want_trace, want_dlam, zero0, own_dF]`` (``zero0``: bit ``k``
+set where layer ``k`` starts from ``F_0 = 0``, whose checkpoint is not stored;
+``own_dF``: no ``dF_0`` wanted) and
 ``cfgf = [p_lr, p_wd, clip, weight_clip (0: off), kz = 2·scale/D, eps]``.
 Layers are indexed 0 in_fc, 1 h_fc, 2 i_fc, 3 out_fc; arrays of absent
 parts are dummies of size 1 and never touched.
@@ -294,6 +296,7 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
                     Fs, FBs, FBT, CKs, Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR):
     has_in, lstm, grad, has_ln, modul, n_out, K, want_trace = (
         cfgi[0], cfgi[1], cfgi[2], cfgi[3], cfgi[4], cfgi[5], cfgi[6], cfgi[7])
+    zero0 = cfgi[9]
     lr, wd, clip, wclip, kz, eps = cfgf[0], cfgf[1], cfgf[2], cfgf[3], cfgf[4], cfgf[5]
     T = U.shape[1]
     H = HN.shape[2]
@@ -392,7 +395,7 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
         # ---- checkpoint of F_t, trace of ‖F_t‖ (the state after step t − 1's update)
         if t % K == 0:
             for layer in range(4):
-                if layer > 0 or has_in:
+                if (layer > 0 or has_in) and (t > 0 or not (zero0 >> layer) & 1):
                     CKs[layer][b, t // K] = Fs[layer][b]
         if want_trace and upd:
             TR[b, t - 1] = _fast_norm(b, t, has_in, grad, Fs, FBs)
@@ -500,13 +503,15 @@ def forward(b0, b1, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
 
 # ---------------------------------------------------------------- backward of one sample
 @njit(**_OPT)
-def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
-                     Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
+def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
+                     Fs, Zs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
                      dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
                      DA0, DG, DZ, DR2, DDH):
+    """Sample ``b`` of :func:`backward`: ``Fs[k][0]`` holds its ``F_T`` (a scratch copy), ``dFs[k][bd]`` its ``dF``."""
     has_in, lstm, grad, has_ln, modul, n_out, K = (
         cfgi[0], cfgi[1], cfgi[2], cfgi[3], cfgi[4], cfgi[5], cfgi[6])
     want_dl = cfgi[8] != 0
+    zero0 = cfgi[9]
     lr, wd, clip, wclip, kz = cfgf[0], cfgf[1], cfgf[2], cfgf[3], cfgf[4]
     dt = U.dtype
     T = U.shape[1]
@@ -548,27 +553,30 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             dp[:] = 0.0
             dq[:] = 0.0
             p, q = _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
-            ck = CKs[layer][b, t // K] if restore else CKs[layer][b, 0]
+            if restore and t == 0 and (zero0 >> layer) & 1:
+                ck = Zs[layer]  # F_0 = 0: never stored
+            else:
+                ck = CKs[layer][b, t // K] if restore else CKs[layer][b, 0]
             if pend and layer == 1:  # h_{t} (W_h + F_h) of step t + 1: its adjoint is dh_next
-                k1, k2 = _undo_update_bwd_fused(Fs[1][b], Ws[1], Ls[1], dFs[1][b], dLs[1][g], p, q, ce, keep,
+                k1, k2 = _undo_update_bwd_fused(Fs[1][0], Ws[1], Ls[1], dFs[1][bd], dLs[1][g], p, q, ce, keep,
                                                 restore, ck, wclip, want_dl, dp, dq, HN[b, t], DG[b, t + 1],
                                                 dg_dummy, dg_dummy, False, dh_next)
             elif pend and layer == 2:  # x_{t+1} (W_i + F_i) of step t + 1 (and its δ read)
                 if grad and has_in:
-                    k1, k2 = _undo_update_bwd_fused(Fs[2][b], Ws[2], Ls[2], dFs[2][b], dLs[2][g], p, q, ce, keep,
+                    k1, k2 = _undo_update_bwd_fused(Fs[2][0], Ws[2], Ls[2], dFs[2][bd], dLs[2][g], p, q, ce, keep,
                                                     restore, ck, wclip, want_dl, dp, dq, X[b, t + 1], DG[b, t + 1],
                                                     DR2[b, t + 1], DC[b, t + 1], True, dx_next)
                 else:
-                    k1, k2 = _undo_update_bwd_fused(Fs[2][b], Ws[2], Ls[2], dFs[2][b], dLs[2][g], p, q, ce, keep,
+                    k1, k2 = _undo_update_bwd_fused(Fs[2][0], Ws[2], Ls[2], dFs[2][bd], dLs[2][g], p, q, ce, keep,
                                                     restore, ck, wclip, want_dl, dp, dq, X[b, t + 1], DG[b, t + 1],
                                                     dg_dummy, dg_dummy, False, dx_next)
                 _input_layer_adjoint(b, t + 1, has_in, grad, X, dx_next, DA0, dU, dFBs)
             elif pend and layer == 0:  # u_{t+1} (W_in + F_in) of step t + 1
-                k1, k2 = _undo_update_bwd_fused(Fs[0][b], Ws[0], Ls[0], dFs[0][b], dLs[0][g], p, q, ce, keep,
+                k1, k2 = _undo_update_bwd_fused(Fs[0][0], Ws[0], Ls[0], dFs[0][bd], dLs[0][g], p, q, ce, keep,
                                                 restore, ck, wclip, want_dl, dp, dq, U[b, t + 1], DA0[b, t + 1],
                                                 dg_dummy, dg_dummy, False, dU[b, t + 1])
             else:
-                k1, k2 = _undo_update_bwd(Fs[layer][b], Ls[layer], dFs[layer][b], dLs[layer][g], p, q, ce, keep,
+                k1, k2 = _undo_update_bwd(Fs[layer][0], Ls[layer], dFs[layer][bd], dLs[layer][g], p, q, ce, keep,
                                           restore, ck, wclip, want_dl, dp, dq)
             dkeep += k1
             dce += k2
@@ -633,7 +641,7 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
                 dr2 = DR2[b, t]
                 for j in range(XD):
                     dr2[j] = dqs[0][j] if x[j] > 0.0 else 0.0
-                _read(Fs[2][b], Ws[2], dr2, tmpg)
+                _read(Fs[2][0], Ws[2], dr2, tmpg)
                 for j in range(G):
                     dd[j] += tmpg[j]
             dh = DH[b, t]
@@ -688,7 +696,7 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
                     dgamma[g, j] += ddn * dh[j]
             else:
                 ddh[:] = vdhc
-            _read(Fs[3][b], Ws[3], ddh, tmpd)
+            _read(Fs[3][0], Ws[3], ddh, tmpd)
             for j in range(D):
                 dd3 = dqs[3][j] + tmpd[j]
                 dz[j] += kz * omega[j] * omega[j] * dd3
@@ -698,9 +706,9 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
         for j in range(H):
             dhc[j] = 0.0
         if grad:
-            _read_bwd(Fs[3][b], Ws[3], dFs[3][b], hn, dz, dhc, DDH[b, t], D3[b, t], True)
+            _read_bwd(Fs[3][0], Ws[3], dFs[3][bd], hn, dz, dhc, DDH[b, t], D3[b, t], True)
         else:
-            _read_bwd(Fs[3][b], Ws[3], dFs[3][b], hn, dz, dhc, dz, dz, False)
+            _read_bwd(Fs[3][0], Ws[3], dFs[3][bd], hn, dz, dhc, dz, dz, False)
         # dhc now holds (W + F) dz; add the other adjoints of hn
         for j in range(H):
             dhc[j] += dn_acc[j]
@@ -762,14 +770,14 @@ def _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
         if has_in:
             dU[b, t] = dps[0]
     # ---- 9. the pending reads of step 0, with F_0
-    _read_bwd(Fs[1][b], Ws[1], dFs[1][b], h0[b], DG[b, 0], dh_next, dg_dummy, dg_dummy, False)
+    _read_bwd(Fs[1][0], Ws[1], dFs[1][bd], h0[b], DG[b, 0], dh_next, dg_dummy, dg_dummy, False)
     if grad and has_in:
-        _read_bwd(Fs[2][b], Ws[2], dFs[2][b], X[b, 0], DG[b, 0], dx_next, DR2[b, 0], DC[b, 0], True)
+        _read_bwd(Fs[2][0], Ws[2], dFs[2][bd], X[b, 0], DG[b, 0], dx_next, DR2[b, 0], DC[b, 0], True)
     else:
-        _read_bwd(Fs[2][b], Ws[2], dFs[2][b], X[b, 0], DG[b, 0], dx_next, dg_dummy, dg_dummy, False)
+        _read_bwd(Fs[2][0], Ws[2], dFs[2][bd], X[b, 0], DG[b, 0], dx_next, dg_dummy, dg_dummy, False)
     _input_layer_adjoint(b, 0, has_in, grad, X, dx_next, DA0, dU, dFBs)
     if has_in:
-        _read_bwd(Fs[0][b], Ws[0], dFs[0][b], U[b, 0], DA0[b, 0], dU[b, 0], dg_dummy, dg_dummy, False)
+        _read_bwd(Fs[0][0], Ws[0], dFs[0][bd], U[b, 0], DA0[b, 0], dU[b, 0], dg_dummy, dg_dummy, False)
     dh_out[b] = dh_next
     if lstm:
         dc_out[b] = dc_next
@@ -807,17 +815,36 @@ def backward(g0, g1, bounds, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
     """Reverse-time adjoint of :func:`forward` for the sample groups ``g0 … g1 − 1``.
 
     Group ``g`` is the samples ``bounds[g] … bounds[g + 1] − 1``, taken in order.
-    ``Fs`` hold ``F_T`` in (consumed: ``F_0`` out); ``dFs, dFBs, dh_out, dc_out``
-    hold the adjoints of the final state in and of the initial state out; the
+    ``Fs`` hold ``F_T`` (only read: each sample is undone in a scratch copy);
+    ``dFs, dFBs, dh_out, dc_out`` hold the adjoints of the final state in and of
+    the initial state out (``dFs`` only with ``cfgi[10] = 0``; otherwise each
+    sample's ``dF`` starts at zero in a scratch and ``dF_0`` is dropped); the
     accumulators ``dLs, dLbs, domega, dgamma, dbeta`` have one slot per group,
     and the tapes ``DA0, DG, DZ, DR2, DDH`` of the reads' output adjoints are
     filled (the sums over groups, and ``W``'s gradients as GEMMs, are taken by
     the caller). Groups, not threads, fix the order of every sum: the numbers
     do not depend on how many threads share the groups.
     """
+    dt = U.dtype
+    n0, n1, n2, n3 = Fs[0].shape[1:], Fs[1].shape[1:], Fs[2].shape[1:], Fs[3].shape[1:]
+    sFs = (np.empty((1, n0[0], n0[1]), dt), np.empty((1, n1[0], n1[1]), dt),
+           np.empty((1, n2[0], n2[1]), dt), np.empty((1, n3[0], n3[1]), dt))
+    Zs = (np.zeros(n0, dt), np.zeros(n1, dt), np.zeros(n2, dt), np.zeros(n3, dt))
+    own_dF = cfgi[10] != 0
+    if own_dF:
+        dFu = (np.empty((1, n0[0], n0[1]), dt), np.empty((1, n1[0], n1[1]), dt),
+               np.empty((1, n2[0], n2[1]), dt), np.empty((1, n3[0], n3[1]), dt))
+    else:
+        dFu = dFs
     for g in range(g0, g1):
         for b in range(bounds[g], bounds[g + 1]):
-            _backward_sample(b, g, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
-                             Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
-                             dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
+            for k in range(4):
+                if k > 0 or cfgi[0] != 0:  # an absent in_fc has a dummy of one slot
+                    sFs[k][0] = Fs[k][b]
+                    if own_dF:
+                        dFu[k][0] = 0.0
+            bd = 0 if own_dF else b
+            _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
+                             sFs, Zs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
+                             dY, dFu, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
                              DA0, DG, DZ, DR2, DDH)
