@@ -64,7 +64,7 @@ def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, s
 
         return {r: train_run(options[r], out / r, resume=True, progress=progress) for r in rules}
     from .experiments import Trial
-    from .sweep import Outcome, _run_local
+    from .sweep import Outcome, run_local_pool
 
     pending = [Outcome(Trial(r, options[r]), out / r, "new") for r in rules]
     done = threading.Event()
@@ -72,7 +72,7 @@ def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, s
     if bars:
         bars.start()
     try:
-        _run_local(pending, jobs, analyze=False, log=lambda line: None)
+        run_local_pool(pending, jobs, analyze=False, log=lambda line: None)
     finally:
         done.set()
         if bars:

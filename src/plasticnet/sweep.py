@@ -141,7 +141,17 @@ def _die_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _run_local(pending: List[Outcome], workers: int, analyze: bool, log: Callable[[str], None]) -> None:
+def run_local_pool(pending: List[Outcome], workers: int, analyze: bool = True,
+                   log: Callable[[str], None] = print) -> None:
+    """Train the ``pending`` trials (:func:`run_trial`) in a pool of ``workers`` processes, one torch thread each.
+
+    ``workers = 1`` trains them one after the other in this process. Each
+    outcome is updated in place (status ``finished``, ``held`` by another
+    process, or ``failed`` with the error: one failed trial does not stop
+    the others) and ``log`` gets its line. Workers are fresh interpreters
+    (``spawn``) and, on Linux, end when this process dies. ``analyze``:
+    write each run's analysis after training.
+    """
     def finish(o: Outcome, fn: Callable[[], Dict[str, Any]]) -> None:
         try:
             o.summary, o.status = fn(), "finished"
@@ -266,7 +276,7 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
         root = Path(out).resolve() / experiment.name
         root.mkdir(parents=True, exist_ok=True)
         if backend == "local":
-            _run_local(pending, workers, analyze, log)
+            run_local_pool(pending, workers, analyze, log)
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")  # one Tune experiment per invocation
             _run_ray(pending, workers, analyze, address, root / ".ray", f"{experiment.name}-{stamp}", log)
@@ -319,5 +329,5 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_cmd)
 
 
-__all__ = ["Outcome", "check_run_folder", "plan", "read_summary", "run_sweep", "run_trial", "trial_state",
-           "BACKENDS"]
+__all__ = ["Outcome", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep", "run_trial",
+           "trial_state", "BACKENDS"]
