@@ -103,25 +103,4 @@ def load_analysis(run_dir: Union[str, Path]) -> Optional[Dict[str, np.ndarray]]:
         return {k: data[k] for k in data.files}
 
 
-def _cmd(args) -> int:
-    for run_dir in args.run_dirs:
-        if not (Path(run_dir) / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir!r} is not a run folder (no config.yaml)")
-        result = analyze_run(run_dir, episodes=args.episodes, seed=args.seed)
-        if result is None:
-            print(f"{run_dir}: rule none, no fast weights: nothing to analyse")
-        else:
-            m, f = result["modulation_mean"], result["fast_norm_mean"]
-            print(f"{run_dir}: m_t {m.min():.3f}..{m.max():.3f}, ‖F_T‖ {f[-1]:.4f} -> {Path(run_dir) / ANALYSIS_FILE}")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("analyze", help="trace modulation and fast-weight norm of trained runs (analysis.npz)")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
-    p.add_argument("--episodes", type=int, default=256, help="validation episodes to average over (256)")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the validation episodes (1234)")
-    p.set_defaults(func=_cmd)
-
-
 __all__ = ["analyze_run", "episode_trace", "load_analysis", "ANALYSIS_FILE", "TRACE_KEYS"]

@@ -40,7 +40,6 @@ How it measures (honest rather than flattering):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -48,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 from .checks import check_choice, check_positive_int
 
@@ -330,60 +329,40 @@ def work_table(results, rate: float) -> str:
     return "\n".join(lines)
 
 
-def _cmd(args) -> int:
-    tasks, cells, rules, engines = (args.tasks.split(","), args.cells.split(","),
-                                    args.rules.split(","), args.engines.split(","))
+def run_bench(tasks=tuple(TASKS), cells=CELLS, rules=RULES, engines=ENGINES, threads=(1,), repeats: int = 3,
+              warmup: int = 1, batch_size: int = 64, chunk_size: int = 0, timeout: float = 900,
+              memory_fraction: float = 0.8,
+              on_result: Optional[Callable[[Config, dict], None]] = None) -> Tuple[List[dict], float]:
+    """Measure every run of :func:`configurations`, each in its own child (:func:`run_child`).
+
+    Names (of :data:`TASKS`, :data:`CELLS`, :data:`RULES`, :data:`ENGINES`),
+    ``repeats`` and ``threads`` are checked first (``ValueError``).
+    ``timeout``: seconds per run; ``memory_fraction``: as :func:`run_child`;
+    ``on_result(cfg, result)`` is called after each run. Returns the results
+    (each with ``gemm_gflops``, this machine's GEMM rate, :func:`gemm_rate`)
+    and that rate.
+    """
     for name, vals, allowed in (("task", tasks, TASKS), ("cell", cells, CELLS), ("rule", rules, RULES),
                                 ("engine", engines, ENGINES)):
         for value in vals:
             check_choice(name, value, allowed)
-    check_positive_int("--repeats", args.repeats)
-    try:
-        threads = [int(n) for n in args.threads.split(",")]
-    except ValueError:
-        threads = [0]
-    if not threads or min(threads) < 1:
-        raise ValueError(f"--threads must be comma-separated positive integers, got {args.threads!r}")
+    check_positive_int("repeats", repeats)
+    for n in threads:
+        check_positive_int("threads", n)
     results, rate = [], gemm_rate()  # the machine's GEMM rate, recorded in every result
-    kw = dict(repeats=args.repeats, warmup=args.warmup, batch_size=args.batch_size, chunk_size=args.chunk_size)
+    kw = dict(repeats=repeats, warmup=warmup, batch_size=batch_size, chunk_size=chunk_size)
     for cfg in configurations(tasks, cells, rules, engines, threads, **kw):
-        res = {**run_child(cfg, args.timeout, args.memory_fraction), "gemm_gflops": rate}
+        res = {**run_child(cfg, timeout, memory_fraction), "gemm_gflops": rate}
         results.append(res)
-        if args.json:
-            print(json.dumps(res), flush=True)
-        else:
-            msg = res.get("error") or f"{res['ms_per_step']:.0f} ms/step, {res['peak_mb']:.0f} MB"
-            print(f"  {cfg.task} {cfg.cell} {cfg.rule} {cfg.engine} ({cfg.threads} thr): {msg}", file=sys.stderr,
-                  flush=True)
-    out = sys.stderr if args.json else sys.stdout
-    print(table(results), file=out)
-    print(file=out)
+        if on_result is not None:
+            on_result(cfg, res)
+    return results, rate
+
+
+def report(results, rate: float) -> str:
+    """The benchmark's tables: :func:`table`, :func:`scaling_table` (where it has rows) and :func:`work_table`."""
     scaling = scaling_table(results)
-    if scaling:
-        print(scaling + "\n", file=out)
-    print(work_table(results, rate), file=out)
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time and peak memory of a training step: kernel, fast, reference, non-plastic",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
-    p.add_argument("--cells", default=",".join(CELLS), help="comma-separated: rnn,lstm")
-    p.add_argument("--rules", default=",".join(RULES), help="comma-separated: hebbian,gradient")
-    p.add_argument("--engines", default=",".join(ENGINES),
-                   help="comma-separated: kernel,fast,reference,none (none = the non-plastic network)")
-    p.add_argument("--threads", default="1",
-                   help="comma-separated thread counts; counts above 1 add kernel-engine runs (its scaling)")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per run (after --warmup)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (they count for the memory peak)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--chunk-size", type=int, default=0, help="fast engine's chunk size (0: its default)")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per run before it is abandoned")
-    p.add_argument("--memory-fraction", type=float, default=0.8,
-                   help="skip a reference run whose estimated peak exceeds this fraction of the available memory")
-    p.add_argument("--json", action="store_true", help="one JSON object per run on stdout (table on stderr)")
-    p.set_defaults(func=_cmd)
+    return "\n\n".join([table(results)] + ([scaling] if scaling else []) + [work_table(results, rate)])
 
 
 if __name__ == "__main__":  # the measuring child of run_child; users run `plasticnet bench`

@@ -20,14 +20,13 @@ finished ones.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
-from .checks import check_choice
-from .config import parse_set, resolve_options
+from .checks import check_choice, check_positive_int
+from .config import resolve_options
 from .network import matched_hidden_size
 from .rules import RULES
 
@@ -64,7 +63,7 @@ def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, s
 
         return {r: train_run(options[r], out / r, resume=True, progress=progress) for r in rules}
     from .experiments import Trial
-    from .sweep import Outcome, _run_local
+    from .sweep import Outcome, run_local_pool
 
     pending = [Outcome(Trial(r, options[r]), out / r, "new") for r in rules]
     done = threading.Event()
@@ -72,7 +71,7 @@ def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, s
     if bars:
         bars.start()
     try:
-        _run_local(pending, jobs, analyze=False, log=lambda line: None)
+        run_local_pool(pending, jobs, analyze=False, log=lambda line: None)
     finally:
         done.set()
         if bars:
@@ -129,52 +128,43 @@ def table(summaries: Dict[str, Dict], hidden: Dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def _cmd(args) -> int:
+def run_comparison(out="runs/demo", size: str = "quick", batches: Optional[int] = None, rules=RULES, jobs: int = 1,
+                   seed: int = 0, extra: Optional[Dict] = None, progress: bool = True,
+                   log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """What ``plasticnet demo`` does: check, train the comparison, tabulate it and plot its curves.
+
+    Every rule's run options are checked before anything trains.
+    ``batches``: per rule (default: the size's, :data:`SIZES`); ``extra``:
+    options laid over every run; ``jobs``, ``progress``: as
+    :func:`run_demo`, which trains the runs into ``out/<rule>``. ``log``
+    then gets the table (:func:`table`), whether the plastic rules end well
+    below the non-plastic network (every one below 0.75 × its final error;
+    when both were trained) and where the curves went
+    (``out/cue_reward_curves.png``, :func:`plot_curves`).
+
+    Returns ``{"summaries": {rule: summary}, "hidden": {rule: hidden_size},
+    "figure": the PNG's path, "plastic_below_none": that verdict, or ``None``}``.
+    """
     import yaml
 
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    if not rules:
-        raise ValueError(f"--rules names no rule; allowed: {', '.join(map(repr, RULES))}")
+    rules = list(rules)
     for r in rules:
         check_choice("rule", r, RULES)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    extra = parse_set(args.set or [])
-    batches = args.batches if args.batches is not None else SIZES[args.size][1]
+    check_choice("demo size", size, SIZES)
+    check_positive_int("jobs", jobs)
+    batches = SIZES[size][1] if batches is None else batches
     for r in rules:  # refuse bad options before anything trains
-        resolve_options(demo_options(r, batches, args.seed, {**size_options(args.size, r), **extra}))
+        resolve_options(demo_options(r, batches, seed, {**size_options(size, r), **(extra or {})}))
     t0 = time.time()
-    summaries = run_demo(args.out, batches, rules, args.jobs, args.seed, extra, progress=not args.quiet,
-                         size=args.size)
-    hidden = {}
-    for r in rules:
-        config = yaml.safe_load((Path(args.out) / r / "config.yaml").read_text())
-        hidden[r] = config["hidden_size"]
-    print()
-    print(table(summaries, hidden))
-    png = Path(args.out) / "cue_reward_curves.png"
-    plot_curves(args.out, rules, png)
+    summaries = run_demo(out, batches, rules, jobs, seed, extra, progress=progress, size=size)
+    hidden = {r: yaml.safe_load((Path(out) / r / "config.yaml").read_text())["hidden_size"] for r in rules}
+    log("")
+    log(table(summaries, hidden))
+    figure = Path(out) / "cue_reward_curves.png"
+    plot_curves(out, rules, figure)
     plastic = [summaries[r]["final_val_error"] for r in rules if r != "none"]
-    if "none" in summaries and plastic:
-        verdict = "yes" if max(plastic) < 0.75 * summaries["none"]["final_val_error"] else "no"
-        print(f"plastic rules well below the non-plastic network: {verdict}")
-    print(f"curves: {png}   run folders: {args.out}/<rule>   wall time {time.time() - t0:.0f} s")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="cue–reward comparison of gradient / Hebbian / non-plastic RNNs (CPU)",
-                       description=__doc__.split("\n\n")[1])
-    p.add_argument("--size", choices=sorted(SIZES), default="quick",
-                   help="quick: hidden 64/64/96, 3,000 batches (minutes on a CPU); "
-                        "paper: hidden 256/256/384, 5,000 batches (the reference figure; hours on a CPU)")
-    p.add_argument("--batches", type=int, default=None, help="training batches per rule (default: the size's)")
-    p.add_argument("--out", default="runs/demo", help="folder of the run folders and the figure")
-    p.add_argument("--rules", default=",".join(RULES), help="comma-separated rules (default: all three)")
-    p.add_argument("--jobs", type=int, default=min(len(RULES), os.cpu_count() or 1),
-                   help="train the rules in this many parallel processes, one thread each "
-                        "(default: one per rule, at most one per CPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any run option, e.g. engine=reference")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd)
+    below = max(plastic) < 0.75 * summaries["none"]["final_val_error"] if "none" in summaries and plastic else None
+    if below is not None:
+        log(f"plastic rules well below the non-plastic network: {'yes' if below else 'no'}")
+    log(f"curves: {figure}   run folders: {out}/<rule>   wall time {time.time() - t0:.0f} s")
+    return {"summaries": summaries, "hidden": hidden, "figure": figure, "plastic_below_none": below}

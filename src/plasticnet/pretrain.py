@@ -13,7 +13,6 @@ The checkpoint is a plain dict loadable with ``torch.load(weights_only=True)``:
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -72,30 +71,3 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
             "state_dict": enc.state_dict(), "steps": steps}
     save_atomic(ckpt, out)
     return {"train_accuracy": sum(hits[-50:]) / len(hits[-50:]), "elapsed_s": time.time() - start, "path": str(out)}
-
-
-def _cmd(args) -> int:
-    res = pretrain_encoder(args.out, dataset=args.dataset, encoder=args.encoder, channels=args.channels,
-                           steps=args.steps,
-                           batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-                           data_dir=args.data_dir or "", image_size=args.image_size)
-    print(f"saved {res['path']} (train accuracy {res['train_accuracy']:.3f}, {res['elapsed_s']:.0f} s); "
-          f"use it with --set pretrained={res['path']}")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("pretrain", help="pre-train an image encoder by classification on the training classes",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="glyphs", help="glyphs | omniglot | cifar-fs | mini-imagenet")
-    p.add_argument("--encoder", default="conv4", help="conv4 | resnet12")
-    p.add_argument("--channels", type=int, default=64, help="encoder width (the task's encoder_channels)")
-    p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", dest="data_dir", help="folder of a real dataset (or $PLASTICNET_DATA)")
-    p.add_argument("--image-size", dest="image_size", type=int, default=0)
-    p.set_defaults(func=_cmd)

@@ -235,27 +235,18 @@ def write_report(root, out=None, title: Optional[str] = None) -> Path:
     return path
 
 
-def _cmd(args) -> int:
-    if args.analyze:
-        from .analysis import ANALYSIS_FILE, analyze_run
+def analyze_missing(root) -> List[Path]:
+    """Write ``analysis.npz`` (:func:`plasticnet.analysis.analyze_run`) for every finished run under ``root``
+    that lacks one and has fast weights (rule other than ``none``); returns their folders."""
+    from .analysis import ANALYSIS_FILE, analyze_run
 
-        for r in load_runs(args.dir):
-            if r.finished and not (r.path / ANALYSIS_FILE).is_file() and r.config.get("rule") != "none":
-                analyze_run(r.path)
-    path = write_report(args.dir, args.out, args.title)
-    print(f"report: {path}")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="Markdown tables and PNG figures from run folders")
-    p.add_argument("dir", help="folder holding run folders (e.g. runs/cue_reward_rules_cells)")
-    p.add_argument("--out", default=None, help="where report.md and figures/ go (default: DIR)")
-    p.add_argument("--title", default=None, help="report title")
-    p.add_argument("--analyze", action="store_true",
-                   help="first write analysis.npz for finished runs that lack it (loads the models)")
-    p.set_defaults(func=_cmd)
+    done = []
+    for r in load_runs(root):
+        if r.finished and not (r.path / ANALYSIS_FILE).is_file() and r.config.get("rule") != "none":
+            analyze_run(r.path)
+            done.append(r.path)
+    return done
 
 
-__all__ = ["Run", "Condition", "load_runs", "condition_keys", "group_conditions", "t_interval", "t_quantile",
-           "write_report"]
+__all__ = ["Run", "Condition", "analyze_missing", "load_runs", "condition_keys", "group_conditions", "t_interval",
+           "t_quantile", "write_report"]

@@ -49,7 +49,6 @@ evaluated.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -60,6 +59,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from .checks import check_positive_int
 from .experiments import Experiment, parse_experiment
 
 CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
@@ -642,22 +642,15 @@ def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: O
     return result
 
 
-def _cmd(args) -> int:
-    claims = load_claims(args.claims_dir)
-    if args.list:
-        for c in claims.values():
-            print(f"{c.id}\n    {c.statement}")
-        return 0
-    chosen = select_claims(args.claims, claims)
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    from .config import parse_set, resolve_options
+def check_claims(claims: Sequence[Claim], size: str, seeds: Optional[int] = None,
+                 overrides: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse (``ValueError``) what would stop any of ``claims`` at ``size``: an override (``--set``)
+    of an option its experiment varies, or a trial whose options do not resolve. Run before anything trains."""
+    from .config import resolve_options
 
-    overrides = parse_set(args.set or [])
-    for c in chosen:  # bad options of any claim refused before anything runs
-        for exp in claim_experiments(c, args.size, args.seeds, overrides):
+    overrides = overrides or {}
+    for c in claims:
+        for exp in claim_experiments(c, size, seeds, overrides):
             varied = [k for k in overrides if k in exp.varied_keys]
             if varied:
                 raise ValueError(f"--set {varied[0]} conflicts with claim {c.id!r}, whose experiment "
@@ -667,46 +660,46 @@ def _cmd(args) -> int:
                     resolve_options(trial.options)
                 except ValueError as err:
                     raise ValueError(f"claim {c.id!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
+
+
+def reproduce(ids: Sequence[str] = (), out: Union[str, Path] = "runs/reproduce", size: str = "quick",
+              seeds: Optional[int] = None, backend: str = "local", workers: Optional[int] = None,
+              overrides: Optional[Dict[str, Any]] = None, report_only: bool = False,
+              claims_dir: Union[str, Path, None] = None, log: Callable[[str], None] = print) -> Path:
+    """What ``plasticnet reproduce`` does: run and judge the claims ``ids`` (default: all), write the summary.
+
+    Every chosen claim is checked first (:func:`check_claims`); then each is
+    run (:func:`run_claim`, its report written) and ``log`` gets its verdict
+    line. With ``report_only`` nothing trains: the existing run folders are
+    judged, and a claim without any is reported as not run. ``seeds``,
+    ``backend``, ``workers``, ``overrides``: as :func:`run_claim`;
+    ``claims_dir``: another folder of claim files (default: the shipped ones).
+    The summary (``out/<size>/summary.md``, ``summary.json``) lists the
+    chosen claims and, when only some were chosen, keeps the rows of the
+    others that have run folders there. Returns the summary's path.
+    """
+    claims = load_claims(claims_dir)
+    chosen = select_claims(ids, claims)
+    check_positive_int("seeds", seeds, allow_none=True)
+    check_positive_int("workers", workers, allow_none=True)
+    check_claims(chosen, size, seeds, overrides)
     results = []
     for c in chosen:
-        if args.report_only and not (Path(args.out) / args.size / c.id).is_dir():
-            print(f"{c.id}: not run (no run folders under {Path(args.out) / args.size / c.id})")
+        if report_only and not (Path(out) / size / c.id).is_dir():
+            log(f"{c.id}: not run (no run folders under {Path(out) / size / c.id})")
             continue
-        res = run_claim(c, args.out, args.size, args.seeds, args.backend, args.workers, train=not args.report_only,
-                        overrides=overrides)
-        print(f"{c.id}: {res.verdict} ({res.finished}/{res.runs} runs finished; report {res.root / 'report.md'})")
+        res = run_claim(c, out, size, seeds, backend, workers, train=not report_only, overrides=overrides, log=log)
+        log(f"{c.id}: {res.verdict} ({res.finished}/{res.runs} runs finished; report {res.root / 'report.md'})")
         results.append(res)
-    summary_dir = Path(args.out) / args.size
-    if not args.claims:
-        path = write_summary(results, summary_dir)
-    else:  # keep the other claims' rows: re-evaluate every claim that has run folders here
-        known = [evaluate_claim(c, summary_dir / c.id, args.size, args.seeds) for c in claims.values()
-                 if (summary_dir / c.id).is_dir() and c.id not in args.claims]
-        path = write_summary(known + results, summary_dir)
-    print(f"summary: {path}")
-    return 0
+    summary_dir = Path(out) / size
+    if not ids:
+        return write_summary(results, summary_dir)
+    # keep the other claims' rows: re-evaluate every claim that has run folders here
+    known = [evaluate_claim(c, summary_dir / c.id, size, seeds) for c in claims.values()
+             if (summary_dir / c.id).is_dir() and c.id not in ids]
+    return write_summary(known + results, summary_dir)
 
 
-def add_parser(sub) -> None:
-    """``plasticnet reproduce``."""
-    p = sub.add_parser("reproduce", help="run the papers' claims and judge each (holds / fails / inconclusive)",
-                       description="Run the papers' findings as claims (plasticnet/claims/*.yaml) through the "
-                                   "sweep machinery and write a report per claim plus a summary.")
-    p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim ids (default: all; see --list)")
-    p.add_argument("--list", action="store_true", help="list the claims (id and the paper's statement)")
-    p.add_argument("--size", choices=SIZES, default="quick",
-                   help="quick: a 2-core CPU (default); paper: the paper's configuration; smoke: seconds, for tests")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the size's")
-    p.add_argument("--backend", choices=("local", "ray"), default="local", help="sweep backend")
-    p.add_argument("--workers", type=int, default=None, help="runs at once (local default 1)")
-    p.add_argument("--out", default="runs/reproduce", help="root of the run folders (runs/reproduce)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="an option for every run, e.g. engine=kernel or device=cuda (not one a claim varies)")
-    p.add_argument("--report-only", action="store_true", help="judge the existing run folders, train nothing")
-    p.add_argument("--claims-dir", default=None, help=argparse.SUPPRESS)  # tests: another claims folder
-    p.set_defaults(func=_cmd)
-
-
-__all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "Term", "claim_experiments", "claim_verdict",
-           "evaluate_claim", "load_claims", "parse_claim", "run_claim", "select_claims", "verdict_of",
-           "write_claim_report", "write_summary", "SIZES"]
+__all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "Term", "check_claims", "claim_experiments",
+           "claim_verdict", "evaluate_claim", "load_claims", "parse_claim", "reproduce", "run_claim", "select_claims",
+           "verdict_of", "write_claim_report", "write_summary", "SIZES"]

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from .checks import check_choice
-from .config import parse_set, resolve_options
-from .experiments import Experiment, Trial, load_experiment
+from .config import resolve_options
+from .experiments import Experiment, Trial
 from .runfolder import RunLockedError, check_folder, lock_holder, read_summary, resume_config
 
 BACKENDS = ("local", "ray")
@@ -141,7 +141,17 @@ def _die_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _run_local(pending: List[Outcome], workers: int, analyze: bool, log: Callable[[str], None]) -> None:
+def run_local_pool(pending: List[Outcome], workers: int, analyze: bool = True,
+                   log: Callable[[str], None] = print) -> None:
+    """Train the ``pending`` trials (:func:`run_trial`) in a pool of ``workers`` processes, one torch thread each.
+
+    ``workers = 1`` trains them one after the other in this process. Each
+    outcome is updated in place (status ``finished``, ``held`` by another
+    process, or ``failed`` with the error: one failed trial does not stop
+    the others) and ``log`` gets its line. Workers are fresh interpreters
+    (``spawn``) and, on Linux, end when this process dies. ``analyze``:
+    write each run's analysis after training.
+    """
     def finish(o: Outcome, fn: Callable[[], Dict[str, Any]]) -> None:
         try:
             o.summary, o.status = fn(), "finished"
@@ -266,58 +276,12 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
         root = Path(out).resolve() / experiment.name
         root.mkdir(parents=True, exist_ok=True)
         if backend == "local":
-            _run_local(pending, workers, analyze, log)
+            run_local_pool(pending, workers, analyze, log)
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")  # one Tune experiment per invocation
             _run_ray(pending, workers, analyze, address, root / ".ray", f"{experiment.name}-{stamp}", log)
     return outcomes
 
 
-def _cmd(args) -> int:
-    experiment = load_experiment(args.file)
-    overrides = parse_set(args.set or [])
-    varied = [k for k in overrides if k in experiment.varied_keys]
-    if varied:
-        raise ValueError(f"--set {varied[0]} conflicts with the experiment's grid/zip")
-    experiment.base.update(overrides)
-    if args.seeds is not None:
-        experiment.seeds = list(range(args.seeds))
-    if args.dry_run:
-        outcomes = plan(experiment, Path(args.out))
-        root = Path(args.out) / experiment.name
-        print(f"{experiment.name}: {len(outcomes)} trials under {root}/")
-        for o in outcomes:
-            print(f"  [{o.status:8s}] {o.trial.name}")
-        return 0
-    try:
-        outcomes = run_sweep(experiment, args.out, args.backend, args.workers, args.address,
-                             analyze=not args.no_analysis)
-    except ImportError as err:
-        raise ValueError(str(err)) from None
-    failed = [o for o in outcomes if o.status == "failed"]
-    held = [o for o in outcomes if o.status == "held"]
-    for o in failed:
-        print(f"failed: {o.run_dir}\n{o.error}")
-    done = len(outcomes) - len(failed) - len(held)
-    print(f"{done}/{len(outcomes)} trials finished under {Path(args.out) / experiment.name}/"
-          + (f"; {len(held)} left to the other process that holds them" if held else ""))
-    return 1 if failed else 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="run every trial of an experiment file (local pool or Ray Tune)")
-    p.add_argument("file", help="experiment file (experiments/*.yaml)")
-    p.add_argument("--backend", choices=BACKENDS, default="local", help="local process pool (default) or ray")
-    p.add_argument("--workers", type=int, default=None,
-                   help="trials run at once (local: 1; ray: as many as the CPUs Ray sees)")
-    p.add_argument("--out", default="runs", help="root folder of the run folders (runs)")
-    p.add_argument("--address", default=None, help="Ray cluster address (ray backend; default: local ray.init())")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base option for every trial")
-    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the file's")
-    p.add_argument("--no-analysis", action="store_true", help="skip the per-run analysis after training")
-    p.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
-    p.set_defaults(func=_cmd)
-
-
-__all__ = ["Outcome", "check_run_folder", "plan", "read_summary", "run_sweep", "run_trial", "trial_state",
-           "BACKENDS"]
+__all__ = ["Outcome", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep", "run_trial",
+           "trial_state", "BACKENDS"]

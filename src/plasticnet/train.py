@@ -1,4 +1,4 @@
-"""The episodic trainer (SPEC §1, outer training) and ``plasticnet train`` / ``eval``.
+"""The episodic trainer (SPEC §1, outer training), behind ``plasticnet train`` / ``eval``.
 
 One run = one flat option dict (:mod:`plasticnet.config`) and one run folder
 (:mod:`plasticnet.runfolder`: ``config.yaml``, ``metrics.csv``, ``best.pt``,
@@ -26,16 +26,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 import yaml
 from torch import nn
 
 from .checks import check_nonnegative_int, check_positive_int
-from .config import TRAIN_DEFAULTS, build, parse_set, resolve_options, resolved_config
-from .hebbian_trace import TRACE_RULES
-from .rules import RULES
+from .config import TRAIN_DEFAULTS, build, resolve_options, resolved_config
 from .runfolder import (
     RESUME_MAY_CHANGE,
     Metrics,
@@ -52,12 +50,11 @@ from .runfolder import (
     tensorboard,
     write_text_atomic,
 )
-from .tasks import task_names
 from .tasks.base import Batch, Task
 
-__all__ = ["NonFiniteError", "RESUME_MAY_CHANGE", "build", "evaluate", "episode_generator", "load_checkpoint",
-           "load_run", "lr_at", "make_optimizer", "read_metrics", "resolved_config", "save_atomic", "train_run",
-           "validation_batches"]
+__all__ = ["NonFiniteError", "RESUME_MAY_CHANGE", "build", "default_run_dir", "evaluate", "evaluate_run",
+           "episode_generator", "load_checkpoint", "load_run", "lr_at", "make_optimizer", "read_metrics",
+           "resolved_config", "save_atomic", "train_run", "validation_batches"]
 
 STREAMS = {"train": 0, "val": 1, "test": 2}
 
@@ -275,60 +272,33 @@ def _progress(enabled: bool, config, start: int):
                 desc=f"{config['task']} {config['rule']}/{config['cell']}", unit="batch")
 
 
-# ------------------------------------------------------------------ CLI
-def _cmd_train(args) -> int:
-    options: Dict[str, Any] = {"task": args.task}
-    options.update(parse_set(args.set or []))
-    for key in ("rule", "cell", "batches", "seed"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    if args.run_dir is None:
-        probe = resolve_options(options) if not args.resume else {**TRAIN_DEFAULTS, **options}
-        run_dir = Path("runs") / f"{args.task}-{probe['rule']}-{probe['cell']}-seed{probe['seed']}"
-    else:
-        run_dir = Path(args.run_dir)
-    summary = train_run(options, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"{run_dir}: best val_error {summary['best_val_error']:.5f}, final {summary['final_val_error']:.5f} "
-          f"after {summary['batches']} batches ({summary['elapsed_s']:.0f} s)")
-    return 0
+def default_run_dir(options: Dict[str, Any], resume: bool = False) -> Path:
+    """``runs/TASK-RULE-CELL-seedS``: the run folder of ``options`` when none is named.
+
+    ``options`` holds at least ``task``. Rule, cell and seed not in it take
+    their defaults: the task's (``options`` are resolved by
+    :func:`~plasticnet.config.resolve_options`, so unknown keys and bad
+    values raise ``ValueError`` here) or, with ``resume``, the trainer's (a
+    resumed run reads its own options from its folder).
+    """
+    probe = resolve_options(options) if not resume else {**TRAIN_DEFAULTS, **options}
+    return Path("runs") / f"{options['task']}-{probe['rule']}-{probe['cell']}-seed{probe['seed']}"
 
 
-def _cmd_eval(args) -> int:
-    if args.batches is not None:
-        check_positive_int("--batches", args.batches)
-    task, model, config = load_run(args.run_dir, args.checkpoint)
-    batches = config["val_batches"] if args.batches is None else args.batches
-    seed = config["seed"] if args.seed is None else args.seed
-    check_nonnegative_int("--seed", seed)
-    vals = evaluate(task, model, validation_batches(task, config, "test", batches, seed), config["device"])
-    print(f"{args.run_dir} ({args.checkpoint} checkpoint), {batches} batches of fresh episodes (seed {seed}):")
-    for k, v in vals.items():
-        print(f"  {k}: {v:.6f}")
-    return 0
+def evaluate_run(run_dir, checkpoint: str = "best", batches: Optional[int] = None,
+                 seed: Optional[int] = None) -> Tuple[Dict[str, float], int, int]:
+    """Re-evaluate a run's ``checkpoint`` (``"best"`` or ``"last"``) on fresh episodes.
 
-
-def add_parser(sub) -> None:
-    """``plasticnet train`` and ``plasticnet eval``."""
-    p = sub.add_parser("train", help="train one run (task × rule × cell) into a run folder",
-                       description="Train one run. Options not given keep the task's paper defaults; "
-                                   "--set reaches every trainer, task and model option.")
-    p.add_argument("task", help=f"task name ({', '.join(task_names())})")
-    p.add_argument("--rule", help=f"plasticity rule: {', '.join(RULES)} for the [D23] tasks; "
-                   f"{', '.join(TRACE_RULES)}, none for the Miconi tasks")
-    p.add_argument("--cell", help="recurrent cell (lstm, rnn)")
-    p.add_argument("--batches", type=int, help="training batches (default: the task's paper length)")
-    p.add_argument("--seed", type=int, help="seed (default 0)")
-    p.add_argument("--run-dir", help="run folder (default runs/TASK-RULE-CELL-seedS)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any option, value read as YAML (repeatable), e.g. --set hidden_size=64")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-
-    e = sub.add_parser("eval", help="re-evaluate a run's checkpoint on fresh episodes")
-    e.add_argument("run_dir", help="run folder")
-    e.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    e.add_argument("--batches", type=int, help="batches of episodes, >= 1 (default: the run's val_batches)")
-    e.add_argument("--seed", type=int, help="seed of the fresh episodes (default: the run's; a stream "
-                                            "distinct from training and validation)")
-    e.set_defaults(func=_cmd_eval)
+    ``batches`` batches of the run's batch size (default: its
+    ``val_batches``), drawn from the test stream of ``seed`` (default: the
+    run's seed; the stream is distinct from training and validation).
+    Returns ``(metrics, batches, seed)``: the task's metrics, as
+    :func:`evaluate` gives them, and the batches and seed used.
+    """
+    check_positive_int("batches", batches, allow_none=True)
+    task, model, config = load_run(run_dir, checkpoint)
+    batches = config["val_batches"] if batches is None else batches
+    seed = config["seed"] if seed is None else seed
+    check_nonnegative_int("seed", seed)
+    metrics = evaluate(task, model, validation_batches(task, config, "test", batches, seed), config["device"])
+    return metrics, batches, seed
