@@ -72,7 +72,7 @@ def test_demo_reproduces_the_reference_outcome(tmp_path):
 def test_demo_sizes():
     from plasticnet.demo import SIZES, size_options
 
-    assert SIZES == {"quick": (32, 3000), "paper": (128, 5000)}
+    assert SIZES == {"quick": (32, 5000), "paper": (128, 5000)}
     assert {r: size_options("paper", r)["hidden_size"] for r in ("gradient", "hebbian", "none")} == \
         {"gradient": 256, "hebbian": 256, "none": 384}
     assert {r: size_options("quick", r)["hidden_size"] for r in ("gradient", "hebbian", "none")} == \
@@ -84,7 +84,7 @@ def test_demo_sizes():
 @pytest.mark.slow
 def test_quick_demo_reproduces_the_outcome(tmp_path):
     """``make demo``'s size: both plastic rules well below the flat non-plastic network."""
-    s = run_demo(tmp_path, batches=3000, jobs=3, progress=False, size="quick")
+    s = run_demo(tmp_path, batches=5000, jobs=3, progress=False, size="quick")
     none = s["none"]["final_val_error"]
     assert 0.12 < none < 0.17
     assert s["gradient"]["final_val_error"] < 0.75 * none

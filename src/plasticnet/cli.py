@@ -97,7 +97,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="cue–reward comparison of gradient / Hebbian / non-plastic RNNs (CPU)",
                        description=demo.__doc__.split("\n\n")[1])
     p.add_argument("--size", choices=sorted(demo.SIZES), default="quick",
-                   help="quick: hidden 64/64/96, 3,000 batches (minutes on a CPU); "
+                   help="quick: hidden 64/64/96, 5,000 batches (minutes on a CPU); "
                         "paper: hidden 256/256/384, 5,000 batches (the reference figure; hours on a CPU)")
     p.add_argument("--batches", type=int, default=None, help="training batches per rule (default: the size's)")
     p.add_argument("--out", default="runs/demo", help="folder of the run folders and the figure")

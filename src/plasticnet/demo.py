@@ -8,7 +8,7 @@ figure's, and writes the validation curves as a PNG.
 
 ``--size quick`` (the default, what ``make demo`` runs) trains the same
 comparison at a quarter of the width — hidden 64 / 64 / 96, base 32 of the
-size matching — for 3,000 batches, sized for a laptop CPU.
+size matching — for the reference's 5,000 batches, sized for a laptop CPU.
 ``--size paper`` is the reference figure's configuration.
 
 The reference figure's values are in SPEC §2 (:data:`REFERENCE`); what the
@@ -33,7 +33,7 @@ from .rules import RULES
 REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public README figure, 5,000 batches (SPEC §2)
 DEMO_DEFAULTS = {"task": "cue-reward", "cell": "rnn", "batches": 5000, "val_every": 200,
                  "val_batches": 20}  # 20 held-out batches (1,280 episodes) per validation; the paper uses 100
-SIZES = {"quick": (32, 3000), "paper": (128, 5000)}  # size-matching base, batches
+SIZES = {"quick": (32, 5000), "paper": (128, 5000)}  # size-matching base, batches
 
 
 def size_options(size: str, rule: str) -> Dict:
