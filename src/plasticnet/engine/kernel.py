@@ -43,6 +43,7 @@ else:
 MAX_AMPLIFICATION = {torch.float32: 2.0 ** 8, torch.float64: 2.0 ** 12}
 LAYERS = ("in_fc", "h_fc", "i_fc", "out_fc")
 GROUPS = 16  # the backward's batch sums run over this many fixed groups of samples, whatever the thread count
+OUT = 3  # out_fc, whose (in, out) matrices the kernel stores transposed (see _kernel_layout)
 
 
 def available() -> bool:
@@ -71,6 +72,16 @@ def checkpoint_interval(inner_decay: float, modulation: bool, weight_clip, steps
         return 1
     k = int(math.log(MAX_AMPLIFICATION[dtype]) / -math.log(kmin))
     return max(1, min(k, steps))
+
+
+def _kernel_layout(t: torch.Tensor, k: int) -> torch.Tensor:
+    """``t`` (``(…, in, out)``, or back) in the kernel's layout of layer ``k``: out_fc's matrices transposed.
+
+    out_fc has a few outputs and a hidden size of inputs; stored as ``(out,
+    in)``, its compiled loops run over the hidden size and vectorise. A view:
+    the transpose is its own inverse, so the same call maps back.
+    """
+    return t.transpose(-2, -1) if k == OUT else t
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -115,15 +126,16 @@ class _Episode(torch.autograd.Function):
                 Ws.append(d2), bs.append(d1), Ls.append(d2), Lbs.append(d1)
                 continue
             n_in, n_out = layer.in_features, layer.out_features
+            shape = (n_out, n_in) if k == OUT else (n_in, n_out)  # the kernel's layout
             if _is_zero_view(F0[k]):
-                Fs.append(np.zeros((B, n_in, n_out), npdt))
+                Fs.append(np.zeros((B, *shape), npdt))
                 zero0 |= 1 << k  # its t = 0 checkpoint is not stored (the backward restores zeros)
             else:
-                Fs.append(_np(F0[k]).copy())
-            Ws.append(_np(W[k]))
+                Fs.append(_np(_kernel_layout(F0[k], k)).copy())
+            Ws.append(_np(_kernel_layout(W[k], k)))
             bs.append(_np(bias[k]))
-            Ls.append(_np(L[k]) if L[k] is not None else np.ones((n_in, n_out), npdt))
-            CKs.append(np.empty((B, nck, n_in, n_out), npdt))
+            Ls.append(_np(_kernel_layout(L[k], k)) if L[k] is not None else np.ones(shape, npdt))
+            CKs.append(np.empty((B, nck, *shape), npdt))
             if grad:
                 tape = np.empty((B, T, n_out), npdt)
                 tape[:, 0] = _np(fb0[k])
@@ -163,7 +175,8 @@ class _Episode(torch.autograd.Function):
                          DHC=DHC, DC=DC, D0=D0, learned_rates=[x is not None for x in L])
         hT = torch.from_numpy(HN[:, -1].copy())
         cT = torch.from_numpy(C[:, -1].copy()) if lstm else None
-        FT = [torch.from_numpy(f) if layer is not None else None for f, layer in zip(Fs, layers)]
+        FT = [_kernel_layout(torch.from_numpy(f), k) if layer is not None else None
+              for k, (f, layer) in enumerate(zip(Fs, layers))]
         fbT = [torch.from_numpy(f) if (layer is not None and grad) else None for f, layer in zip(FBT, layers)]
         trace = torch.from_numpy(np.concatenate([S[:, :, :2], TR[:, :, None]], 2)) if want_trace else None
         if trace is not None:
@@ -180,7 +193,8 @@ class _Episode(torch.autograd.Function):
         dFT, dfbT = rest[:4], rest[4:8]
         it = iter(ctx.saved_tensors)
         # F_T is only read: each sample's backward undoes it in a scratch copy of its own
-        Fs = [_np(next(it)) if layer is not None else f for f, layer in zip(sv["Fs"], layers)]
+        Fs = [_np(_kernel_layout(next(it), k)) if layer is not None else f
+              for k, (f, layer) in enumerate(zip(sv["Fs"], layers))]
         npdt = sv["U"].dtype
         B, T, n_u = sv["U"].shape
         H = net.hidden_size
@@ -200,8 +214,8 @@ class _Episode(torch.autograd.Function):
         want_dF0 = any(layer is not None and (dFT[k] is not None or need[4 + 6 * k]) for k, layer in enumerate(layers))
         cfgi[10] = not want_dF0
 
-        def adj(g, shape):
-            return np.zeros(shape, npdt) if g is None else _np(g).copy()
+        def adj(g, shape, k=None):
+            return np.zeros(shape, npdt) if g is None else _np(g if k is None else _kernel_layout(g, k)).copy()
 
         ng = min(GROUPS, B)
         bounds = np.array([B * g // ng for g in range(ng + 1)], np.int64)
@@ -210,10 +224,11 @@ class _Episode(torch.autograd.Function):
             if layer is None:
                 dFs.append(d3), dFBs.append(d2), dLs.append(d3), dLbs.append(d2)
                 continue
-            n_in, n_out = layer.in_features, layer.out_features
-            dFs.append(adj(dFT[k], (B, n_in, n_out)) if want_dF0 else d3)
+            shape = sv["Ls"][k].shape  # in the kernel's layout
+            n_out = layer.out_features
+            dFs.append(adj(dFT[k], (B, *shape), k) if want_dF0 else d3)
             dFBs.append(adj(dfbT[k], (B, n_out)) if grad else d2)
-            dLs.append(np.zeros((ng, n_in, n_out), npdt) if want_dl else d3)
+            dLs.append(np.zeros((ng, *shape), npdt) if want_dl else d3)
             dLbs.append(np.zeros((ng, n_out), npdt) if grad else d2)
         dh_out = adj(dh, (B, H))
         dc_out = adj(dc, (B, H)) if lstm else d2
@@ -243,7 +258,7 @@ class _Episode(torch.autograd.Function):
         for k, layer in enumerate(layers):
             if layer is None:
                 continue
-            gF[k] = t(dFs[k]) if want_dF0 else None
+            gF[k] = _kernel_layout(t(dFs[k]), k) if want_dF0 else None
             gW[k] = outer(pres[k], dposts[k])
             if grad and k == 2 and has_in:
                 gW[k] = gW[k] + outer(DR2, sv["DC"])
@@ -251,7 +266,7 @@ class _Episode(torch.autograd.Function):
                 gW[k] = gW[k] + outer(DDH, sv["D3"])
             gb[k] = t(dposts[k].sum((0, 1)))
             if sv["learned_rates"][k]:
-                gL[k] = t(dLs[k].sum(0))
+                gL[k] = _kernel_layout(t(dLs[k].sum(0)), k)
             if grad:
                 gfb[k] = t(dFBs[k])
                 if layer.lr_bias is not None:

@@ -32,7 +32,11 @@ set where layer ``k`` starts from ``F_0 = 0``, whose checkpoint is not stored;
 ``own_dF``: no ``dF_0`` wanted) and
 ``cfgf = [p_lr, p_wd, clip, weight_clip (0: off), kz = 2·scale/D, eps]``.
 Layers are indexed 0 in_fc, 1 h_fc, 2 i_fc, 3 out_fc; arrays of absent
-parts are dummies of size 1 and never touched.
+parts are dummies of size 1 and never touched. out_fc's ``W``, ``Λ``, ``F``
+(and their adjoints and checkpoints) are stored transposed, ``(out, in)``,
+so that its inner loops run over the hidden size rather than over its few
+outputs; its passes are the transposed ones (``_update_read_t``, ``_read_t``,
+``_read_t_bwd``, and the update's with ``p`` and ``q`` swapped).
 """
 
 from __future__ import annotations
@@ -101,6 +105,24 @@ def _read_t(F, W, d, r):
 
 
 @njit(**_OPT)
+def _update_read_t(F, W, L, p, q, ce, keep, wclip, x, r):
+    """``F ← clamp(keep·F + ce·Λ ⊙ (p ⊗ q))`` then ``r = (W + F) x``, in one pass (out_fc, stored transposed)."""
+    n_in, n_out = F.shape
+    zero = F.dtype.type(0)
+    ce, keep, wclip = F.dtype.type(ce), F.dtype.type(keep), F.dtype.type(wclip)
+    for i in range(n_in):
+        cp = ce * p[i]
+        acc = zero
+        for j in range(n_out):
+            f = keep * F[i, j] + cp * L[i, j] * q[j]
+            if wclip > 0.0:
+                f = min(max(f, -wclip), wclip)
+            F[i, j] = f
+            acc += (W[i, j] + f) * x[j]
+        r[i] = acc
+
+
+@njit(**_OPT)
 def _sq(a):
     s = a.dtype.type(0)
     for v in a.ravel():
@@ -140,12 +162,12 @@ def _undo_update_bwd(F, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl,
                 v = keep * ft + cp * lq
                 if v > wclip or v < -wclip:
                     dv = zero
-            ldv = L[i, j] * dv
-            acc += ldv * q[j]
-            dq[j] += cp * ldv
+            acc += lq * dv
+            w = cp * dv  # one product shared by the adjoints of q and Λ
+            dq[j] += L[i, j] * w
             dkeep += ft * dv
             if want_dl:
-                dL[i, j] += cp * q[j] * dv
+                dL[i, j] += q[j] * w
             dF[i, j] = keep * dv
         dp[i] += ce * acc
         dce += pi * acc
@@ -192,12 +214,12 @@ def _undo_update_bwd_fused(F, W, L, dF, dL, p, q, ce, keep, restore, Fck, wclip,
                 v = keep * ft + cp * lq
                 if v > wclip or v < -wclip:
                     dv = zero
-            ldv = L[i, j] * dv
-            acc += ldv * q[j]
-            dq[j] += cp * ldv
+            acc += lq * dv
+            w = cp * dv  # one product shared by the adjoints of q and Λ
+            dq[j] += L[i, j] * w
             dkeep += ft * dv
             if want_dl:
-                dL[i, j] += cp * q[j] * dv
+                dL[i, j] += q[j] * w
             dF[i, j] = keep * dv
         dp[i] += ce * acc
         dce += pi * acc
@@ -226,6 +248,26 @@ def _read_bwd(F, W, dF, pre, dpost, dpre, a, b, extra):
                 acc += (W[i, j] + F[i, j]) * dpost[j]
                 dF[i, j] += pi * dpost[j]
         dpre[i] += acc
+
+
+@njit(**_OPT)
+def _read_t_bwd(F, W, dF, pre, dpost, dpre, a, b, extra):
+    """Backward of ``y = (W + F) pre`` (and, with ``extra``, of ``r = bᵀ (W + F)`` with adjoint ``a``).
+
+    ``dpre += dpostᵀ (W + F)``; ``dF += dpost ⊗ pre (+ b ⊗ a)``: :func:`_read_bwd` for a layer stored transposed.
+    """
+    n_in, n_out = F.shape
+    for i in range(n_in):
+        di = dpost[i]
+        if extra:
+            bi = b[i]
+            for j in range(n_out):
+                dpre[j] += (W[i, j] + F[i, j]) * di
+                dF[i, j] += di * pre[j] + bi * a[j]
+        else:
+            for j in range(n_out):
+                dpre[j] += (W[i, j] + F[i, j]) * di
+                dF[i, j] += di * pre[j]
 
 
 # ---------------------------------------------------------------- small vector pieces
@@ -382,11 +424,11 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
         z = Z[b, t]
         if upd:
             p, q = _factors(3, b, t - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
-            _update_read(Fs[3][b], Ws[3], Ls[3], p, q, ce, keep, wclip, hn, z)
+            _update_read_t(Fs[3][b], Ws[3], Ls[3], q, p, ce, keep, wclip, hn, z)
             if grad:
                 _bias_update(FBs[3][b, t - 1], Lbs[3], q, ce, keep, wclip, FBs[3][b, t])
         else:
-            _read(Fs[3][b], Ws[3], hn, z)
+            _read_t(Fs[3][b], Ws[3], hn, z)
         for j in range(D):
             z[j] += bs[3][j] + (FBs[3][b, t, j] if grad else 0.0)
         for j in range(n_out):
@@ -406,7 +448,7 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
             for j in range(D):
                 d3[j] = kz * z[j] * omega[j] * omega[j]
             dh = DH[b, t]
-            _read_t(Fs[3][b], Ws[3], d3, dh)
+            _read(Fs[3][b], Ws[3], d3, dh)
             dhc = DHC[b, t]
             if has_ln:
                 mu, r = LNR[b, t, 0], LNR[b, t, 1]
@@ -460,7 +502,10 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
     for layer in range(4):
         if layer > 0 or has_in:
             p, q = _factors(layer, b, T - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
-            _update(Fs[layer][b], Ls[layer], p, q, ce, keep, wclip)
+            if layer == 3:  # stored transposed
+                _update(Fs[3][b], Ls[3], q, p, ce, keep, wclip)
+            else:
+                _update(Fs[layer][b], Ls[layer], p, q, ce, keep, wclip)
             if grad:
                 _bias_update(FBs[layer][b, T - 1], Lbs[layer], q, ce, keep, wclip, FBT[layer][b])
     if want_trace:
@@ -575,6 +620,9 @@ def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
                 k1, k2 = _undo_update_bwd_fused(Fs[0][0], Ws[0], Ls[0], dFs[0][bd], dLs[0][g], p, q, ce, keep,
                                                 restore, ck, wclip, want_dl, dp, dq, U[b, t + 1], DA0[b, t + 1],
                                                 dg_dummy, dg_dummy, False, dU[b, t + 1])
+            elif layer == 3:  # stored transposed
+                k1, k2 = _undo_update_bwd(Fs[3][0], Ls[3], dFs[3][bd], dLs[3][g], q, p, ce, keep,
+                                          restore, ck, wclip, want_dl, dq, dp)
             else:
                 k1, k2 = _undo_update_bwd(Fs[layer][0], Ls[layer], dFs[layer][bd], dLs[layer][g], p, q, ce, keep,
                                           restore, ck, wclip, want_dl, dp, dq)
@@ -696,7 +744,7 @@ def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
                     dgamma[g, j] += ddn * dh[j]
             else:
                 ddh[:] = vdhc
-            _read(Fs[3][0], Ws[3], ddh, tmpd)
+            _read_t(Fs[3][0], Ws[3], ddh, tmpd)
             for j in range(D):
                 dd3 = dqs[3][j] + tmpd[j]
                 dz[j] += kz * omega[j] * omega[j] * dd3
@@ -706,9 +754,9 @@ def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
         for j in range(H):
             dhc[j] = 0.0
         if grad:
-            _read_bwd(Fs[3][0], Ws[3], dFs[3][bd], hn, dz, dhc, DDH[b, t], D3[b, t], True)
+            _read_t_bwd(Fs[3][0], Ws[3], dFs[3][bd], hn, dz, dhc, DDH[b, t], D3[b, t], True)
         else:
-            _read_bwd(Fs[3][0], Ws[3], dFs[3][bd], hn, dz, dhc, dz, dz, False)
+            _read_t_bwd(Fs[3][0], Ws[3], dFs[3][bd], hn, dz, dhc, dz, dz, False)
         # dhc now holds (W + F) dz; add the other adjoints of hn
         for j in range(H):
             dhc[j] += dn_acc[j]
