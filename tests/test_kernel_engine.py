@@ -37,6 +37,30 @@ def test_kernel_equals_reference_float64(rule, cell, opts, T):
         assert (a[2]["clip_scale"] < 0.5).all()
 
 
+@pytest.mark.parametrize("rule,cell,opts", GRID)
+def test_kernel_equals_reference_two_samples_per_pass(rule, cell, opts):
+    """B = 37: the forward takes samples two at a time, and so does the backward inside each of its 16 groups
+    (of 2 or 3 samples), with an odd sample alone; every number is still the reference's."""
+    ref, ker = pair(rule, cell, **opts)
+    inputs = inputs_for(ref, 37, 20)
+    assert_same(run(ref, inputs), run(ker, inputs), TOL64)
+
+
+@pytest.mark.parametrize("rule,cell", [("hebbian", "rnn"), ("hebbian", "lstm"), ("gradient", "rnn"),
+                                       ("gradient", "lstm")])
+def test_two_samples_per_pass_without_fast_weight_adjoints(rule, cell):
+    """The same with a loss on the outputs only: each pair's dF then lives in the backward's scratch."""
+    ref, ker = pair(rule, cell)
+    inputs = inputs_for(ref, 37, 20)
+    grads = []
+    for net in (ref, ker):
+        out, _ = net(inputs)
+        params = dict(net.named_parameters())
+        grads.append(torch.autograd.grad(out.square().sum(), list(params.values())))
+    for name, a, b in zip(dict(ref.named_parameters()), *grads):
+        torch.testing.assert_close(b, a, **TOL64, msg=name)
+
+
 @pytest.mark.parametrize("rule,cell,opts", [
     ("hebbian", "rnn", {}), ("hebbian", "lstm", {"layernorm": True}), ("gradient", "rnn", {"layernorm": True}),
     ("gradient", "lstm", {}), ("gradient", "lstm", {"weight_clip": 0.05, "inner_lr_mode": "uniform"}),
@@ -155,9 +179,16 @@ def test_batch_independence_and_thread_count():
         results.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
         alone, _ = net(inputs[2:3])
         torch.testing.assert_close(alone, out[2:3].detach(), atol=1e-6, rtol=1e-6)
-    (out1, g1), (out2, g2) = results
-    assert torch.equal(out1, out2)
-    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+        # B = 37: pairs of samples in the forward and inside the backward's groups, split across the threads
+        big = inputs_for(net, 37, 12, dtype=torch.float32, seed=2)
+        out37, _ = net(big)
+        net.zero_grad()
+        out37.square().sum().backward()
+        results.append((out37.detach(), [p.grad.clone() for p in net.parameters()]))
+        net.zero_grad()
+    for (out1, g1), (out2, g2) in zip(results[:2], results[2:]):
+        assert torch.equal(out1, out2)
+        assert all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
 def test_same_seed_same_numbers():
