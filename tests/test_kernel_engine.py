@@ -38,9 +38,9 @@ def test_kernel_equals_reference_float64(rule, cell, opts, T):
 
 
 @pytest.mark.parametrize("rule,cell,opts", GRID)
-def test_kernel_equals_reference_two_samples_per_pass(rule, cell, opts):
-    """B = 37: the forward takes samples two at a time, and so does the backward inside each of its 16 groups
-    (of 2 or 3 samples), with an odd sample alone; every number is still the reference's."""
+def test_kernel_equals_reference_several_samples_per_group(rule, cell, opts):
+    """B = 37: each of the backward's 16 groups holds 2 or 3 samples, whose Λ adjoints it sums in turn
+    (at the other tests' B ≤ 16 a group holds one); every number is still the reference's."""
     ref, ker = pair(rule, cell, **opts)
     inputs = inputs_for(ref, 37, 20)
     assert_same(run(ref, inputs), run(ker, inputs), TOL64)
@@ -48,8 +48,8 @@ def test_kernel_equals_reference_two_samples_per_pass(rule, cell, opts):
 
 @pytest.mark.parametrize("rule,cell", [("hebbian", "rnn"), ("hebbian", "lstm"), ("gradient", "rnn"),
                                        ("gradient", "lstm")])
-def test_two_samples_per_pass_without_fast_weight_adjoints(rule, cell):
-    """The same with a loss on the outputs only: each pair's dF then lives in the backward's scratch."""
+def test_several_samples_per_group_without_fast_weight_adjoints(rule, cell):
+    """The same with a loss on the outputs only: each sample's dF then lives in the backward's scratch."""
     ref, ker = pair(rule, cell)
     inputs = inputs_for(ref, 37, 20)
     grads = []
@@ -179,7 +179,7 @@ def test_batch_independence_and_thread_count():
         results.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
         alone, _ = net(inputs[2:3])
         torch.testing.assert_close(alone, out[2:3].detach(), atol=1e-6, rtol=1e-6)
-        # B = 37: pairs of samples in the forward and inside the backward's groups, split across the threads
+        # B = 37: several samples in each of the backward's groups, the groups split across the threads
         big = inputs_for(net, 37, 12, dtype=torch.float32, seed=2)
         out37, _ = net(big)
         net.zero_grad()

@@ -125,8 +125,8 @@ class _Episode(torch.autograd.Function):
                 Fs.append(d3), FBs.append(d3), FBT.append(d2), CKs.append(d4)
                 Ws.append(d2), bs.append(d1), Ls.append(d2), Lbs.append(d1)
                 continue
-            n_in, n_out = layer.in_features, layer.out_features
-            shape = (n_out, n_in) if k == OUT else (n_in, n_out)  # the kernel's layout
+            n_out = layer.out_features
+            shape = tuple(_kernel_layout(W[k], k).shape)  # (in, out) in the kernel's layout
             if _is_zero_view(F0[k]):
                 Fs.append(np.zeros((B, *shape), npdt))
                 zero0 |= 1 << k  # its t = 0 checkpoint is not stored (the backward restores zeros)
