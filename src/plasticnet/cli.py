@@ -330,7 +330,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim ids (default: all; see --list)")
     p.add_argument("--list", action="store_true", help="list the claims (id and the paper's statement)")
     p.add_argument("--size", choices=CLAIM_SIZES, default="quick",
-                   help="quick: a 2-core CPU (default); paper: the paper's configuration; smoke: seconds, for tests")
+                   help="quick: a 2-core CPU in minutes per claim (default); standard: every comparison run, 4 seeds, "
+                        "hours per claim on a 2-core CPU; paper: the paper's configuration; smoke: seconds, for tests")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the size's")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="sweep backend")
     p.add_argument("--workers", type=int, default=None, help="runs at once (local default 1)")

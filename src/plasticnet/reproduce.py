@@ -63,7 +63,7 @@ from .checks import check_positive_int
 from .experiments import Experiment, parse_experiment
 
 CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
-SIZES = ("quick", "paper", "smoke")
+SIZES = ("quick", "standard", "paper", "smoke")
 METRICS = ("final", "best")
 TESTS = ("welch", "bootstrap")
 EXPECT = ("negative", "positive")

@@ -54,9 +54,10 @@ from .tasks.base import Batch, Task
 
 __all__ = ["NonFiniteError", "RESUME_MAY_CHANGE", "build", "default_run_dir", "evaluate", "evaluate_run",
            "episode_generator", "load_checkpoint", "load_run", "lr_at", "make_optimizer", "read_metrics",
-           "resolved_config", "save_atomic", "train_run", "validation_batches"]
+           "resolved_config", "save_atomic", "test_best", "train_run", "validation_batches", "TEST_SEED"]
 
 STREAMS = {"train": 0, "val": 1, "test": 2}
+TEST_SEED = 0  # the held-out test episodes: one fixed set for every run (the test stream of seed 0)
 
 
 class NonFiniteError(ValueError):
@@ -260,9 +261,30 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{last_val:.4f}", refresh=False)
     bar.close()
+    final_val = {k.removeprefix("val_"): float(v[-1]) for k, v in read_metrics(run_dir).items()
+                 if k not in ("batch", "train_loss")}
+    test = test_best(task, model, config, best_path, device)
     return finish({"finished": True, "best_val_error": best, "final_val_error": last_val,
-                   "batches": config["batches"], "elapsed_s": elapsed + time.time() - t0,
+                   "final_val_metrics": final_val,
+                   **test, "batches": config["batches"], "elapsed_s": elapsed + time.time() - t0,
                    "parameters": n_params})
+
+
+def test_best(task: Task, model: nn.Module, config: Dict[str, Any], best_path: Path, device) -> Dict[str, Any]:
+    """The reference's score: the best-validation checkpoint on the fixed test episodes.
+
+    Loads ``best_path`` into ``model`` and evaluates it on ``val_batches``
+    batches of the test stream of :data:`TEST_SEED` (the same episodes for
+    every run of a task, distinct from every training and validation
+    stream). Returns ``test_error`` (the task's ``error``), ``test_metrics``
+    (every metric of the task), ``test_seed``, ``test_batches`` and
+    ``best_batch`` (the batch of the checkpoint).
+    """
+    ck = load_checkpoint(best_path, map_location=device)
+    model.load_state_dict(ck["model"])
+    vals = evaluate(task, model, validation_batches(task, config, "test", seed=TEST_SEED), device)
+    return {"test_error": vals["error"], "test_metrics": vals, "test_seed": TEST_SEED,
+            "test_batches": config["val_batches"], "best_batch": ck["batch"]}
 
 
 def _progress(enabled: bool, config, start: int):
