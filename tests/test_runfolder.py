@@ -119,10 +119,32 @@ def test_run_killed_before_its_first_checkpoint_restarts_with_its_options(tmp_pa
     train_run(small(batches=5, seed=3), tmp_path, progress=False)
     for name in ("last.pt", "best.pt", "summary.json"):
         (tmp_path / name).unlink()
-    with pytest.raises(RunFolderError, match="already holds a run"):
-        train_run(small(batches=5), tmp_path, progress=False)
     train_run({"task": "cue-reward", "batches": 5}, tmp_path, resume=True, progress=False)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["seed"] == 3  # the saved options, not defaults
+
+
+def test_run_without_a_checkpoint_starts_again_with_new_options(tmp_path, capsys):
+    """A run that failed before its first checkpoint (here: killed) is neither refused as "already holds a
+    run" nor held to its old options under --resume."""
+    train_run(small(batches=5, seed=3), tmp_path, progress=False)
+    for name in ("last.pt", "best.pt", "summary.json"):
+        (tmp_path / name).unlink()
+    assert train_run(small(batches=5, seed=1), tmp_path, progress=False)["finished"]
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["seed"] == 1
+    for name in ("last.pt", "best.pt"):
+        (tmp_path / name).unlink()
+    assert main(["train", "cue-reward", "--run-dir", str(tmp_path), "--resume", "--quiet", "--set", "batch_size=4",
+                 "--batches", "5"]) == 0
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["batch_size"] == 4
+    assert len(read_metrics(tmp_path)["batch"]) == 2  # the old run's metrics are gone, not mixed in
+
+
+def test_too_large_a_run_is_refused_before_its_folder_is_made(tmp_path, capsys):
+    for option in ("batch_size=100000000", "hidden_size=20000", "hidden_size=1000000000"):
+        assert main(["train", "cue-reward", "--run-dir", str(tmp_path / "run"), "--quiet", "--set", option]) == 2
+        err = capsys.readouterr().err
+        assert option.split("=")[0] in err and option.split("=")[1] in err and "Traceback" not in err
+        assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("under, message", [
@@ -423,3 +445,59 @@ def test_malicious_checkpoint_refused_without_running_code(tmp_path):
     with pytest.raises(CheckpointError, match="best.pt is damaged") as err:
         load_run(tmp_path / "run")
     assert not marker.exists() and "weights_only" not in str(err.value)
+
+
+# ---------------------------------------------------------------- the checkpoint is the truth of a run
+@pytest.mark.parametrize("edit", [{"steps": 9}, {"n_cues": 3}])
+def test_edited_config_yaml_refused_by_eval_and_resume(tmp_path, capsys, edit):
+    train_run(small(batches=5), tmp_path, progress=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **edit}, sort_keys=False))
+    before = (tmp_path / "metrics.csv").read_bytes()
+    key = next(iter(edit))
+    assert main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"config.yaml does not match the checkpoint .*best.pt.*{key}={edit[key]}", err)
+    with pytest.raises(RunFolderError, match=rf"{key}={edit[key]} \(checkpoint has"):
+        train_run(small(batches=10, **edit), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "metrics.csv").read_bytes() == before  # no second task mixed in
+
+
+@pytest.mark.parametrize("name, content, missing", [
+    ("best.pt", {}, "lacks model"),
+    ("last.pt", "drop train_rng", "lacks train_rng"),
+])
+def test_checkpoint_without_its_fields_is_a_message(tmp_path, capsys, name, content, missing):
+    train_run(small(batches=5), tmp_path, progress=False)
+    if content == "drop train_rng":
+        ck = torch.load(tmp_path / name, weights_only=True)
+        del ck["train_rng"]
+        content = ck
+    torch.save(content, tmp_path / name)
+    argv = (["eval", str(tmp_path)] if name == "best.pt" else
+            ["train", "cue-reward", "--run-dir", str(tmp_path), "--resume", "--batches", "10", "--quiet"])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert missing in err and name in err and "Traceback" not in err
+
+
+def test_stale_temp_files_removed_on_the_next_start(tmp_path):
+    train_run(small(batches=5), tmp_path, progress=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".best.pt.{int(dead.stdout)}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".last.pt.{os.getppid()}.tmp"  # a live process's file stays
+    live.write_bytes(b"in use")
+    train_run(small(batches=10), tmp_path, resume=True, progress=False)
+    assert not stale.exists() and live.exists()
+
+
+def test_environment_recorded_in_the_run_folder(tmp_path):
+    train_run(small(batches=5, engine="auto"), tmp_path, progress=False)
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["engine"] in ("kernel", "fast") and env["torch"] == torch.__version__
+    assert env["batch"] == 0 and env["plasticnet"] and "device_name" in env and "numba" in env
+    assert "torch" not in yaml.safe_load((tmp_path / "config.yaml").read_text())
+    train_run(small(batches=10), tmp_path, resume=True, progress=False)
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["batch"] == 5 and env["earlier"][0]["batch"] == 0

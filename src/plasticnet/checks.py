@@ -82,6 +82,41 @@ def check_range(name: str, value, low: Optional[float] = None, high: Optional[fl
         raise ValueError(f"{name} must be {want}{' or null' if allow_none else ''}, got {value!r}")
 
 
+def check_finite(name: str, value, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number (not NaN, not ±inf, not a bool)."""
+    check_range(name, value, allow_none=allow_none)
+
+
+def check_bool(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``True`` or ``False`` (``'no'``, ``0``, ``None`` are refused)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_path_component(what: str, name) -> None:
+    """Raise ``ValueError`` unless ``name`` is safe as one folder or file name inside another folder.
+
+    Refused: a non-string, the empty name, ``.`` and ``..``, a name holding a
+    path separator (``/``, ``\\``) or a NUL byte, a name starting with ``-``
+    or ``~`` (read as an option or a home folder) and one over 255 bytes.
+    ``what`` says what the name is (``"experiment name"``, ``"claim id"``).
+    Call it before any folder is made from the name.
+    """
+    why = None
+    if not isinstance(name, str):
+        why = f"must be a string, got {type(name).__name__}"
+    elif name in ("", ".", ".."):
+        why = "must name a folder inside the output folder, not itself or its parent"
+    elif any(c in name for c in ("/", "\\", "\0")):
+        why = "must not contain '/', '\\' or a NUL byte"
+    elif name[0] in "-~":
+        why = "must not start with '-' or '~'"
+    elif len(name.encode("utf-8", "surrogatepass")) > 255:
+        why = "must be at most 255 bytes long"
+    if why:
+        raise ValueError(f"{what} {name!r} {why} (it becomes a folder name; use letters, digits, '.', '_', '-')")
+
+
 def check_positive(name: str, value, allow_none: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
     check_range(name, value, low=0, low_open=True, allow_none=allow_none)
@@ -110,5 +145,5 @@ def describe_type(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
 
-__all__ = ["check_choice", "check_known", "check_nonnegative", "check_nonnegative_int", "check_positive",
-           "check_positive_int", "check_range", "describe_type", "is_int"]
+__all__ = ["check_bool", "check_choice", "check_finite", "check_known", "check_nonnegative", "check_nonnegative_int",
+           "check_path_component", "check_positive", "check_positive_int", "check_range", "describe_type", "is_int"]

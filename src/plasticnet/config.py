@@ -33,6 +33,7 @@ from .checks import (
     check_positive_int,
     describe_type,
 )
+from .memory import check_memory
 from .tasks import get_task_class, make_task
 from .tasks.base import Task
 
@@ -63,6 +64,79 @@ _TRAIN_TYPES = {"rule": str, "cell": str, "device": str, "optimizer": str, "lr_s
                 "grad_clip": typing.Optional[float], "lr_min": float}
 
 
+MAX_YAML_NODES = 1_000_000  # nodes of a YAML document once its aliases are expanded
+
+
+class YAMLSyntaxError(ValueError):
+    """Text that is not valid YAML (or holds a refused tag); the message names its source and the problem."""
+
+    def __init__(self, source: str, err: yaml.YAMLError):
+        self.problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        super().__init__(f"{source}: not valid YAML ({self.problem}{where})")
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python tags) that refuses alias bombs before constructing anything."""
+
+    def construct_document(self, node):
+        _check_expanded_size(node, self.name)
+        return super().construct_document(node)
+
+
+def _check_expanded_size(root, source: str) -> None:
+    """Refuse a node graph whose aliases expand to more than :data:`MAX_YAML_NODES` nodes.
+
+    Aliases share their node, so the expanded size is counted once per node
+    (memoised): linear in the document, however deep the nesting of aliases.
+    """
+    sizes: Dict[int, int] = {}
+    open_: set = set()  # nodes whose children are being counted: met again, an alias refers to itself
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if not children_done and id(node) in open_:
+            raise ValueError(f"{source}: an alias (*name) refers to a value that contains it: refused")
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if not children_done:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        open_.discard(id(node))
+        sizes[id(node)] = total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if total > MAX_YAML_NODES:
+            raise ValueError(f"{source}: the YAML document expands to more than {MAX_YAML_NODES:,} values through "
+                             f"its aliases (*name): refused as an alias bomb")
+
+
+def load_yaml(text, source: str = "<yaml>") -> Any:
+    """``yaml.safe_load(text)`` that also refuses alias bombs (a few KB expanding to billions of values).
+
+    Errors are ``ValueError`` naming ``source``: invalid YAML, Python tags
+    (``!!python/...``, refused as by ``safe_load``), an expansion beyond
+    :data:`MAX_YAML_NODES` values.
+    """
+    loader = _SafeLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise YAMLSyntaxError(source, err) from None
+    except RecursionError:
+        raise ValueError(f"{source}: the YAML document nests too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def parse_set(items: Iterable[str]) -> Dict[str, Any]:
     """``["key=value", ...]`` → ``{key: yaml.safe_load(value)}`` (``1e-3``, ``null``, ``true`` work).
 
@@ -74,10 +148,9 @@ def parse_set(items: Iterable[str]) -> Dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as err:
-            problem = getattr(err, "problem", None) or type(err).__name__
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({problem}); "
+            out[key.strip()] = load_yaml(value, f"--set {item!r}") if value.strip() else None
+        except YAMLSyntaxError as err:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({err.problem}); "
                              f"quote it, e.g. --set '{key.strip()}=\"...\"'") from None
     return out
 
@@ -207,11 +280,14 @@ def split_options(config: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any
 def build(config: Dict[str, Any]) -> Tuple[Task, nn.Module]:
     """Task and freshly initialised model of a resolved ``config`` (model init seeded by ``seed``).
 
-    Bad option values (rejected by the task or model constructors) become ``ValueError``.
+    Bad option values (rejected by the task or model constructors) become
+    ``ValueError``; so does a run too large for the free memory
+    (:func:`plasticnet.memory.check_memory`), before the model is built.
     """
     _, task_opts, model_opts = split_options(config)
     try:
         task = make_task(config["task"], **task_opts)
+        check_memory(config, task, model_opts)  # before anything large exists
         torch.manual_seed(config["seed"])
         model = task.build_model(config["rule"], config["cell"], **model_opts)
     except TypeError as err:

@@ -8,6 +8,7 @@ A run folder (see :mod:`plasticnet.train`) is all a report reads::
     last.pt        checkpoint of the last validation
     tb/            TensorBoard events (when tensorboard is installed)
     summary.json   {"finished", "best_val_error", "final_val_error", "batches", "elapsed_s", ...}
+    environment.json  engine used, versions (plasticnet and its commit, torch, numba), device
     .lock          the writer's lock (pid, host, start time of the process holding it)
 
 Rules that keep work from being lost:
@@ -19,8 +20,13 @@ Rules that keep work from being lost:
 - one writer per folder: :class:`RunLock` takes an exclusive ``flock`` on
   ``.lock`` (the kernel drops it when the holder dies, so a crash leaves no
   stale lock); a second writer is refused at once, naming the holder;
-- a folder is trained into only when it is new, empty, or (to resume) a run
-  folder; :func:`check_folder` refuses the rest, naming what is there or missing;
+- a folder is trained into only when it is new, empty, a run folder without
+  a checkpoint (a run that failed before its first one starts again) or (to
+  resume) a run folder; :func:`check_folder` refuses the rest, naming what
+  is there or missing; temp files of writers killed mid-save are removed
+  (:func:`remove_stale_temps`);
+- the checkpoint is the truth of a run: it holds its options, and a
+  ``config.yaml`` edited since is refused (:func:`check_checkpoint_config`);
 - a resumed run may change only :data:`RESUME_MAY_CHANGE`
   (:func:`resume_config`, used by ``train --resume`` and by ``sweep``).
 """
@@ -39,18 +45,24 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import yaml
 
-from .config import resolve_options, resolved_config
+from .config import load_yaml, resolve_options, resolved_config
 
 LOCK_FILE = ".lock"
-RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "tb", LOCK_FILE)
+RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "environment.json", "tb", LOCK_FILE)
 # options a resumed run may change (they do not change what is computed, or only how long)
 RESUME_MAY_CHANGE = ("batches", "device", "threads", "val_batches", "engine", "chunk_size", "engine_threads")
+
+
+# what a checkpoint holds (train.py writes them), and the type of each
+CHECKPOINT_FIELDS = {"model": dict, "optimizer": dict, "batch": int, "train_rng": torch.Tensor,
+                     "torch_rng": torch.Tensor, "best_val_error": float, "val_error": float,
+                     "elapsed_s": (int, float), "config": dict}
+RESUME_FIELDS = tuple(CHECKPOINT_FIELDS)[:-1]  # what resuming reads (config: compared where present)
 
 
 class RunFolderError(ValueError):
@@ -97,12 +109,15 @@ def write_text_atomic(path, text: str) -> None:
 
 
 # ------------------------------------------------------------------ reading
-def load_checkpoint(path, map_location="cpu", hint: str = "") -> Dict[str, Any]:
+def load_checkpoint(path, map_location="cpu", hint: str = "", keys=()) -> Dict[str, Any]:
     """A checkpoint of this trainer, read with ``torch.load(weights_only=True)``.
 
     A file that cannot be read raises :class:`CheckpointError` naming it and
     saying it is damaged, plus ``hint`` (what still works); torch's own
     message, which suggests loading with ``weights_only=False``, is not shown.
+    So does a checkpoint that lacks one of ``keys`` (of
+    :data:`CHECKPOINT_FIELDS`) or holds it with another type: ``{}``
+    saved as ``best.pt``, a ``last.pt`` without its RNG states.
     """
     path = Path(path)
     try:
@@ -118,7 +133,37 @@ def load_checkpoint(path, map_location="cpu", hint: str = "") -> Dict[str, Any]:
     if not isinstance(ck, dict):
         raise CheckpointError(f"checkpoint {path} is damaged: it holds a {type(ck).__name__}, not a checkpoint dict"
                               + (f"; {hint}" if hint else ""))
+    missing = [k for k in keys if k not in ck]
+    wrong = [k for k in keys if k in ck and not isinstance(ck[k], CHECKPOINT_FIELDS[k])]
+    if missing or wrong:
+        what = ([f"lacks {', '.join(missing)}"] if missing else []) + [
+            f"{k} is a {type(ck[k]).__name__}" for k in wrong]
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint of this trainer or is damaged: it "
+                              f"{'; '.join(what)}" + (f"; {hint}" if hint else ""))
     return ck
+
+
+def check_checkpoint_config(ck: Dict[str, Any], config: Dict[str, Any], path, source) -> None:
+    """Refuse a ``config`` (read from ``source``, e.g. ``config.yaml``) that differs from the options the
+    checkpoint ``ck`` (read from ``path``) was trained with, outside :data:`RESUME_MAY_CHANGE`.
+
+    The checkpoint is the truth of a run: an edited ``config.yaml`` would
+    otherwise evaluate or continue the model on a task it never trained on.
+    Keys the checkpoint does not record (options added to the library since)
+    are not compared; a checkpoint without its options (written before they
+    were recorded) is taken as it is.
+    """
+    saved = ck.get("config")
+    if not isinstance(saved, dict):
+        return
+    changed = [k for k in saved if k not in RESUME_MAY_CHANGE and k in config and config[k] != saved[k]]
+    changed += [k for k in saved if k not in RESUME_MAY_CHANGE and k not in config]
+    if changed:
+        raise RunFolderError(
+            f"{source} does not match the checkpoint {path}, which was trained with other options: "
+            + ", ".join(f"{k}={config.get(k, '(absent)')!r} (checkpoint has {saved[k]!r})" for k in changed)
+            + f"; only {', '.join(RESUME_MAY_CHANGE)} may differ. Restore {source} to the checkpoint's "
+              f"values, or train a new run with the new ones in another folder")
 
 
 def read_config(run_dir) -> Dict[str, Any]:
@@ -127,16 +172,25 @@ def read_config(run_dir) -> Dict[str, Any]:
     if not path.is_file():
         raise RunFolderError(f"{path} not found (is {run_dir} a run folder?)")
     try:
-        config = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        config = load_yaml(path.read_text(), str(path))
+    except (ValueError, OSError) as err:  # not YAML, not text (UnicodeDecodeError), an alias bomb
         raise RunFolderError(f"{path} cannot be read: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     if not isinstance(config, dict) or "task" not in config:
         raise RunFolderError(f"{path} is not a run's config (expected a mapping with a 'task')")
     return config
 
 
+SUMMARY_FIELDS = {"finished": bool, "best_val_error": (int, float), "final_val_error": (int, float),
+                  "test_error": (int, float), "batches": int, "elapsed_s": (int, float)}
+SUMMARY_KINDS = {bool: "true or false", (int, float): "a number or null", int: "an integer"}
+
+
 def read_summary(run_dir) -> Optional[Dict[str, Any]]:
-    """``summary.json`` of a run folder, or ``None`` (absent, or unreadable: a run still writing it)."""
+    """``summary.json`` of a run folder, or ``None`` (absent, or unreadable: a run still writing it).
+
+    A summary whose fields have the wrong type (``final_val_error: "abc"``)
+    raises :class:`RunFolderError` naming the file and the field.
+    """
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         return None
@@ -144,7 +198,13 @@ def read_summary(run_dir) -> Optional[Dict[str, Any]]:
         summary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None
-    return summary if isinstance(summary, dict) else None
+    if not isinstance(summary, dict):
+        return None
+    for key, kinds in SUMMARY_FIELDS.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, kinds) or (kinds is not bool and isinstance(value, bool))):
+            raise RunFolderError(f"{path}: {key} must be {SUMMARY_KINDS[kinds]}, got {value!r}")
+    return summary
 
 
 def read_metrics(run_dir) -> Dict[str, np.ndarray]:
@@ -191,7 +251,8 @@ def load_run(run_dir, which: str = "best") -> Tuple[Any, torch.nn.Module, Dict[s
         raise FileNotFoundError(f"{ck_path} not found (the run has no {which} checkpoint{why})")
     hint = (f"{other}.pt may still be intact (--checkpoint {other})" if (run_dir / f"{other}.pt").is_file()
             else "retrain the run")
-    ck = load_checkpoint(ck_path, hint=hint)
+    ck = load_checkpoint(ck_path, hint=hint, keys=("model",))
+    check_checkpoint_config(ck, config, ck_path, run_dir / "config.yaml")
     config = {**config, "device": "cpu"} if not torch.cuda.is_available() else config
     config, task, model = resolved_config(config)
     model.load_state_dict(ck["model"])
@@ -244,7 +305,45 @@ def check_folder(run_dir, resume: bool) -> bool:
         raise RunFolderError(f"{run_dir} is not empty and not a run folder (it holds {_listing(present)}); "
                              f"train into a new or empty folder")
     if not resume:
+        if not has_checkpoint(run_dir):  # a run that failed or was killed before its first checkpoint
+            return False
         raise RunFolderError(f"{run_dir} already holds a run; pass resume (--resume) or another run folder")
+    return True
+
+
+def has_checkpoint(run_dir) -> bool:
+    """Whether ``run_dir`` holds a checkpoint (``last.pt`` or ``best.pt``): trained state that a new start
+    would lose. A run folder without one may be started again, with any options."""
+    return any((Path(run_dir) / name).is_file() for name in ("last.pt", "best.pt"))
+
+
+def remove_stale_temps(run_dir) -> List[Path]:
+    """Delete the temp files (``.NAME.PID.tmp``) that writers killed mid-save left in ``run_dir``.
+
+    Only files of processes no longer alive are removed (a live writer's
+    temp file is in use). Call it holding the folder's lock; returns the
+    removed paths.
+    """
+    removed = []
+    for path in Path(run_dir).glob(".*.tmp"):
+        pid = path.name[:-len(".tmp")].rpartition(".")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:  # gone already, or not ours to delete
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
     return True
 
 
@@ -256,12 +355,15 @@ def resume_config(run_dir, options: Dict[str, Any], complete: bool = False):
     trial): ``options`` are the whole run (keys not given take their defaults).
     An option added to the library after the run was written takes its
     current default. Any difference outside :data:`RESUME_MAY_CHANGE` is
-    refused, naming each key with both values.
+    refused, naming each key with both values, unless the folder holds no
+    checkpoint (nothing was trained: the run starts again with the new options).
     """
     run_dir = Path(run_dir)
     saved = read_config(run_dir)
     before = resolve_options(saved)
     config, task, model = resolved_config(dict(options) if complete else {**saved, **options})
+    if not has_checkpoint(run_dir):  # nothing trained yet: any options may start it
+        return config, task, model
     changed = [k for k in config if k not in RESUME_MAY_CHANGE and config[k] != before.get(k)]
     if changed:
         raise RunFolderError(f"cannot continue the run in {run_dir} with other options: "
@@ -404,7 +506,8 @@ def tensorboard(run_dir: Path, purge_step: Optional[int]):
     return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
 
 
-__all__ = ["CheckpointError", "LOCK_FILE", "Metrics", "RESUME_MAY_CHANGE", "RunFolderError", "RunLock",
+__all__ = ["CHECKPOINT_FIELDS", "CheckpointError", "LOCK_FILE", "RESUME_FIELDS", "check_checkpoint_config",
+           "has_checkpoint", "remove_stale_temps", "Metrics", "RESUME_MAY_CHANGE", "RunFolderError", "RunLock",
            "RunLockedError", "check_folder", "check_run_path", "load_checkpoint", "load_run", "lock_holder",
            "read_config", "read_metrics", "read_summary", "resume_config", "save_atomic", "save_npz_atomic",
            "tensorboard", "write_text_atomic"]

@@ -34,17 +34,21 @@ from torch import nn
 
 from .checks import check_nonnegative_int, check_positive_int
 from .config import TRAIN_DEFAULTS, build, resolve_options, resolved_config
+from .environment import environment
 from .runfolder import (
+    RESUME_FIELDS,
     RESUME_MAY_CHANGE,
     Metrics,
     RunLock,
     RunLockedError,
+    check_checkpoint_config,
     check_folder,
     check_run_path,
     load_checkpoint,
     load_run,
     lock_holder,
     read_metrics,
+    remove_stale_temps,
     resume_config,
     save_atomic,
     tensorboard,
@@ -52,11 +56,13 @@ from .runfolder import (
 )
 from .tasks.base import Batch, Task
 
-__all__ = ["NonFiniteError", "RESUME_MAY_CHANGE", "build", "default_run_dir", "evaluate", "evaluate_run",
-           "episode_generator", "load_checkpoint", "load_run", "lr_at", "make_optimizer", "read_metrics",
+__all__ = ["ENVIRONMENT_FILE", "NonFiniteError", "RESUME_MAY_CHANGE", "build", "default_run_dir", "evaluate",
+           "evaluate_run", "record_environment", "episode_generator", "load_checkpoint", "load_run", "lr_at",
+           "make_optimizer", "read_metrics",
            "resolved_config", "save_atomic", "test_best", "train_run", "validation_batches", "TEST_SEED"]
 
 STREAMS = {"train": 0, "val": 1, "test": 2}
+ENVIRONMENT_FILE = "environment.json"  # the software and machine of each stretch of the run
 TEST_SEED = 0  # the held-out test episodes: one fixed set for every run (the test stream of seed 0)
 
 
@@ -144,6 +150,7 @@ def train_run(options: Dict[str, Any], run_dir, resume: bool = False, progress: 
     except OSError as err:
         raise ValueError(f"cannot make the run folder {run_dir}: {err.strerror}") from None
     with RunLock(run_dir):
+        remove_stale_temps(run_dir)  # left by writers killed mid-save
         if check_folder(run_dir, resume):  # again under the lock: another writer may have been first
             built = resume_config(run_dir, options)
         elif built is None:
@@ -163,9 +170,10 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
     start, best, elapsed, last_val = 0, math.inf, 0.0, math.nan
 
     if resuming:
-        ck = load_checkpoint(last_path, map_location=device,
+        ck = load_checkpoint(last_path, map_location=device, keys=RESUME_FIELDS,
                              hint="best.pt may still be intact (plasticnet eval RUN --checkpoint best); "
                                   "to train again, use a new run folder")
+        check_checkpoint_config(ck, config, last_path, run_dir / "config.yaml")
         if ck["batch"] > config["batches"]:
             raise ValueError(f"{run_dir} is at batch {ck['batch']}, beyond batches={config['batches']}")
         model.load_state_dict(ck["model"])
@@ -185,6 +193,7 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
             for f in (run_dir / "tb").iterdir():
                 f.unlink()
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    record_environment(run_dir, model, config, start)
     metrics = Metrics(run_dir / "metrics.csv", keep_upto=start if resuming else None)
     tb = tensorboard(run_dir, purge_step=start + 1 if resuming else None)
     n_params = sum(p.numel() for p in model.parameters())
@@ -270,6 +279,25 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
                    "parameters": n_params})
 
 
+def record_environment(run_dir: Path, model: nn.Module, config: Dict[str, Any], start: int) -> None:
+    """Write ``environment.json``: what this run runs on (:func:`plasticnet.environment.environment`).
+
+    A fresh run writes ``{"batch": 0, ...}``; a resumed one keeps the earlier
+    records under ``"earlier"`` (oldest first), so the file says where every
+    stretch of batches ran.
+    """
+    path = run_dir / ENVIRONMENT_FILE
+    record = {"batch": start, **environment(model, config)}
+    earlier = []
+    if start and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            earlier = [*old.pop("earlier", []), old] if isinstance(old, dict) else []
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError, TypeError):
+            earlier = []
+    write_text_atomic(path, json.dumps({**record, **({"earlier": earlier} if earlier else {})}, indent=2) + "\n")
+
+
 def test_best(task: Task, model: nn.Module, config: Dict[str, Any], best_path: Path, device) -> Dict[str, Any]:
     """The reference's score: the best-validation checkpoint on the fixed test episodes.
 
@@ -280,7 +308,7 @@ def test_best(task: Task, model: nn.Module, config: Dict[str, Any], best_path: P
     (every metric of the task), ``test_seed``, ``test_batches`` and
     ``best_batch`` (the batch of the checkpoint).
     """
-    ck = load_checkpoint(best_path, map_location=device)
+    ck = load_checkpoint(best_path, map_location=device, keys=("model", "batch"))
     model.load_state_dict(ck["model"])
     vals = evaluate(task, model, validation_batches(task, config, "test", seed=TEST_SEED), device)
     return {"test_error": vals["error"], "test_metrics": vals, "test_seed": TEST_SEED,
