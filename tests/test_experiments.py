@@ -118,3 +118,59 @@ def test_shipped_experiment_files_parse(path):
     trials = exp.trials()
     assert trials and len({t.name for t in trials}) == len(trials)
     assert exp.name == path.stem
+
+
+# ---------------------------------------------------------------- untrusted experiment files
+def test_dot_names_refused_before_any_folder(tmp_path, capsys):
+    from plasticnet.cli import main
+
+    for name in (".", ".."):
+        path = tmp_path / "e.yaml"
+        path.write_text(f"name: '{name}'\ntask: cue-reward\n")
+        out = tmp_path / "out"
+        assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 2
+        assert "must name a folder inside the output folder" in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_trial_count_capped_before_expanding(tmp_path, capsys):
+    from plasticnet.cli import main
+
+    grid = "\n".join(f"  k{i}: [{', '.join(map(str, range(100)))}]" for i in range(8))
+    path = tmp_path / "e.yaml"
+    path.write_text(f"name: big\ntask: cue-reward\ngrid:\n{grid}\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "10,000,000,000,000,000 trials, more than the cap of 10,000" in capsys.readouterr().err
+
+
+def test_alias_bomb_refused(tmp_path, capsys):
+    from plasticnet.cli import main
+
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        prev, cur = chr(96 + i), chr(97 + i)
+        lines.append(f"{cur}: &{cur} [{', '.join(['*' + prev] * 10)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nname: bomb\ntask: cue-reward\n")
+    assert len(path.read_bytes()) < 1024
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "alias bomb" in capsys.readouterr().err
+
+
+def test_binary_experiment_file_is_a_message(tmp_path, capsys):
+    from plasticnet.cli import main
+
+    path = tmp_path / "e.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "not a text (YAML) file" in err
+
+
+def test_hidden_size_override_becomes_the_matching_base():
+    exp = parse_experiment({"name": "m", "task": "cue-reward", "grid": {"rule": ["gradient", "none"],
+                                                                        "cell": ["lstm", "rnn"]},
+                            "size_matching": True})
+    notes = exp.apply_overrides({"hidden_size": 32})
+    assert "size-matching base" in notes[0]
+    assert sorted(t.options["hidden_size"] for t in exp.trials()) == [32, 48, 64, 96]

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from .checks import check_choice, check_positive_int
+from .checks import check_choice, check_nonnegative_int, check_positive, check_positive_int, check_range
 
 # name: (input size, output size, steps T) — SPEC §2
 TASKS = {
@@ -335,8 +335,8 @@ def run_bench(tasks=tuple(TASKS), cells=CELLS, rules=RULES, engines=ENGINES, thr
               on_result: Optional[Callable[[Config, dict], None]] = None) -> Tuple[List[dict], float]:
     """Measure every run of :func:`configurations`, each in its own child (:func:`run_child`).
 
-    Names (of :data:`TASKS`, :data:`CELLS`, :data:`RULES`, :data:`ENGINES`),
-    ``repeats`` and ``threads`` are checked first (``ValueError``).
+    Names (of :data:`TASKS`, :data:`CELLS`, :data:`RULES`, :data:`ENGINES`)
+    and every number are checked first (``ValueError``), before any run.
     ``timeout``: seconds per run; ``memory_fraction``: as :func:`run_child`;
     ``on_result(cfg, result)`` is called after each run. Returns the results
     (each with ``gemm_gflops``, this machine's GEMM rate, :func:`gemm_rate`)
@@ -349,6 +349,11 @@ def run_bench(tasks=tuple(TASKS), cells=CELLS, rules=RULES, engines=ENGINES, thr
     check_positive_int("repeats", repeats)
     for n in threads:
         check_positive_int("threads", n)
+    check_positive_int("batch_size", batch_size)
+    check_nonnegative_int("warmup", warmup)
+    check_nonnegative_int("chunk_size (0: the fast engine's default)", chunk_size)
+    check_positive("timeout", timeout)
+    check_range("memory_fraction", memory_fraction, 0, 1, low_open=True)
     results, rate = [], gemm_rate()  # the machine's GEMM rate, recorded in every result
     kw = dict(repeats=repeats, warmup=warmup, batch_size=batch_size, chunk_size=chunk_size)
     for cfg in configurations(tasks, cells, rules, engines, threads, **kw):

@@ -26,6 +26,7 @@ from pathlib import Path
 from . import bench, demo
 from .checks import check_nonnegative_int, check_positive_int
 from .data import DATASETS, SPLITS
+from .experiments import MAX_TRIALS
 from .hebbian_trace import TRACE_RULES
 from .reproduce import SIZES as CLAIM_SIZES
 from .rules import RULES
@@ -119,6 +120,10 @@ def _demo(args) -> int:
         raise ValueError(f"--rules names no rule; allowed: {', '.join(map(repr, demo.RULES))}")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    repeated = sorted({r for r in rules if rules.count(r) > 1})
+    if repeated:
+        raise ValueError(f"--rules names {', '.join(map(repr, repeated))} more than once; each rule is one run "
+                         f"folder of the comparison")
     demo.run_comparison(out=args.out, size=args.size, batches=args.batches, rules=rules, jobs=args.jobs,
                         seed=args.seed, extra=parse_set(args.set or []), progress=not args.quiet)
     return 0
@@ -241,6 +246,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the file's")
     p.add_argument("--no-analysis", action="store_true", help="skip the per-run analysis after training")
     p.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
+    p.add_argument("--max-trials", type=int, default=MAX_TRIALS,
+                   help="refuse an experiment with more trials than this (counted before any is made)")
     p.set_defaults(func=_sweep)
 
 
@@ -249,14 +256,15 @@ def _sweep(args) -> int:
     from .experiments import load_experiment
     from .sweep import plan, run_sweep
 
+    for flag, value in (("--seeds", args.seeds), ("--max-trials", args.max_trials), ("--workers", args.workers)):
+        if value is not None:
+            check_positive_int(flag, value)
     experiment = load_experiment(args.file)
-    overrides = parse_set(args.set or [])
-    varied = [k for k in overrides if k in experiment.varied_keys]
-    if varied:
-        raise ValueError(f"--set {varied[0]} conflicts with the experiment's grid/zip")
-    experiment.base.update(overrides)
+    for note in experiment.apply_overrides(parse_set(args.set or [])):
+        print(f"note: {note}")
     if args.seeds is not None:
         experiment.seeds = list(range(args.seeds))
+    experiment.max_trials = args.max_trials
     root = Path(args.out) / experiment.name
     if args.dry_run:
         outcomes = plan(experiment, Path(args.out))

@@ -34,6 +34,9 @@ REFERENCE = {"gradient": 0.062, "hebbian": 0.063, "none": 0.144}  # the public R
 DEMO_DEFAULTS = {"task": "cue-reward", "cell": "rnn", "batches": 5000, "val_every": 200,
                  "val_batches": 20}  # 20 held-out batches (1,280 episodes) per validation; the paper uses 100
 SIZES = {"quick": (32, 5000), "paper": (128, 5000)}  # size-matching base, batches
+DECLARED = {"task": "the demo is the cue-reward comparison", "cell": "the demo compares vanilla RNNs",
+            "rule": "each run's rule is one of --rules", "seed": "use --seed", "batches": "use --batches"}
+# options the demo sets itself: an --set of one would train another comparison than its labels say
 
 
 def size_options(size: str, rule: str) -> Dict:
@@ -150,6 +153,11 @@ def run_comparison(out="runs/demo", size: str = "quick", batches: Optional[int] 
     rules = list(rules)
     for r in rules:
         check_choice("rule", r, RULES)
+    if len(set(rules)) != len(rules):
+        raise ValueError(f"rules {rules!r} name a rule more than once; each rule is one run folder")
+    declared = sorted(set(extra or {}) & set(DECLARED))
+    if declared:
+        raise ValueError(f"--set {declared[0]} conflicts with the demo, which sets it: {DECLARED[declared[0]]}")
     check_choice("demo size", size, SIZES)
     check_positive_int("jobs", jobs)
     batches = SIZES[size][1] if batches is None else batches

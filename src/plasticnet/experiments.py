@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-import yaml
-
-from .checks import check_known
+from .checks import check_known, check_path_component, check_positive_int
+from .config import load_yaml
 from .network import matched_hidden_size
 
 TOP_KEYS = ("name", "task", "base", "grid", "zip", "seeds", "size_matching", "description")
 RESERVED = ("task", "seed")  # set by the file's own fields, not by base/grid/zip
 DEFAULT_MATCH_BASE = 128
+MAX_TRIALS = 10_000  # trials an experiment may expand to unless asked for more (sweep --max-trials)
 
 
 @dataclass
@@ -67,6 +67,43 @@ class Experiment:
     seeds: List[int] = field(default_factory=lambda: [0])
     size_matching: Optional[int] = None  # the base hidden size, or None (off)
     description: str = ""
+    max_trials: int = MAX_TRIALS  # more trials than this are refused before any is expanded
+
+    @property
+    def n_trials(self) -> int:
+        """How many trials the experiment has, counted without expanding them."""
+        n = len(self.seeds)
+        for values in self.grid.values():
+            n *= len(values)
+        for group in self.zip:
+            n *= len(next(iter(group.values())))
+        return n
+
+    def apply_overrides(self, overrides: Dict[str, Any]) -> List[str]:
+        """Lay ``overrides`` (``sweep --set``) over ``base``; returns notes on what they changed.
+
+        Refused, with the reason: ``task`` and ``seed`` (the file declares
+        them; ``--seeds`` sets the seeds) and every key the grid or zip
+        varies. ``hidden_size`` on an experiment with size matching becomes
+        the matching's base (the trials then have the sizes matched to it).
+        """
+        for key in overrides:
+            if key in RESERVED:
+                raise ValueError(f"--set {key} conflicts with the experiment file, which declares its "
+                                 f"{'task' if key == 'task' else 'seeds'}: "
+                                 + ("use another experiment file" if key == "task" else "use --seeds N"))
+            if key in self.varied_keys:
+                raise ValueError(f"--set {key} conflicts with the experiment's grid/zip, which varies {key}")
+        notes = []
+        overrides = dict(overrides)
+        if self.size_matching is not None and "hidden_size" in overrides:
+            base = overrides.pop("hidden_size")
+            check_positive_int("--set hidden_size (the size-matching base of this experiment)", base)
+            notes.append(f"hidden_size={base} is the size-matching base (was {self.size_matching}): each trial's "
+                         f"hidden size is matched to it by rule and cell")
+            self.size_matching = base
+        self.base.update(overrides)
+        return notes
 
     @property
     def varied_keys(self) -> List[str]:
@@ -74,7 +111,13 @@ class Experiment:
         return list(self.grid) + [k for group in self.zip for k in group]
 
     def trials(self) -> List[Trial]:
-        """All trials, in a fixed order: grid (last key fastest), zip groups, then seeds."""
+        """All trials, in a fixed order: grid (last key fastest), zip groups, then seeds.
+
+        More than ``max_trials`` are refused before any is made (:attr:`n_trials` counts them).
+        """
+        if self.n_trials > self.max_trials:
+            raise ValueError(f"experiment {self.name!r} has {self.n_trials:,} trials, more than the cap of "
+                             f"{self.max_trials:,}; shrink its grid or raise the cap (sweep --max-trials N)")
         axes = [[{k: v} for v in values] for k, values in self.grid.items()]
         for group in self.zip:
             n = len(next(iter(group.values())))
@@ -91,6 +134,7 @@ class Experiment:
                     options["hidden_size"] = matched_hidden_size(options["rule"], options["cell"],
                                                                  base=self.size_matching)
                 name = trial_name({**point, "seed": seed})
+                check_path_component(f"experiment {self.name!r}: trial folder name", name)
                 if name in names:
                     raise ValueError(f"experiment {self.name!r}: two trials share the folder name {name!r}")
                 names.add(name)
@@ -177,6 +221,10 @@ def parse_experiment(data: Any, source: str = "<experiment>") -> Experiment:
     name = data["name"]
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ValueError(f"{source}: name {name!r} must be a folder name (letters, digits, '.', '_', '-')")
+    try:
+        check_path_component("name", name)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
     base = _check_mapping(name, "base", data.get("base"))
     grid = {k: _check_axis(name, "grid", k, v) for k, v in _check_mapping(name, "grid", data.get("grid")).items()}
     groups = data.get("zip") or []
@@ -214,10 +262,10 @@ def load_experiment(path: Union[str, Path]) -> Experiment:
     if not path.is_file():
         raise FileNotFoundError(f"experiment file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
-    return parse_experiment(data, source=str(path))
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"experiment file {str(path)!r} is not a text (YAML) file") from None
+    return parse_experiment(load_yaml(text, str(path)), source=str(path))
 
 
-__all__ = ["Experiment", "Trial", "load_experiment", "parse_experiment", "trial_name"]
+__all__ = ["Experiment", "MAX_TRIALS", "Trial", "load_experiment", "parse_experiment", "trial_name"]

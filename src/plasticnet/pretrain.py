@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_choice, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int
 from .data import augment
-from .encoders import build_encoder, encoder_output_size
+from .encoders import ENCODERS, build_encoder, encoder_output_size
 from .runfolder import save_atomic
 
 
@@ -34,10 +35,18 @@ def pretrain_encoder(out, dataset: str = "glyphs", encoder: str = "conv4", chann
     ``channels``: the encoder width (the task's ``encoder_channels``).
     Returns ``{"train_accuracy": accuracy of the last 50 batches, "elapsed_s", "path"}``.
     Defaults are the reference's classification pre-training (batch 128, lr 3e-3,
-    wd 1e-4, cosine), with fewer steps (the reference: 20,000).
+    wd 1e-4, cosine), with fewer steps (the reference: 20,000). Every argument
+    is checked (``ValueError``) before any data is read.
     """
     from .tasks.fewshot_images import FewShotImages
 
+    check_choice("encoder", encoder, ENCODERS)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("channels", channels)):
+        check_positive_int(name, value)
+    check_positive("lr", lr)
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative_int("seed", seed)
+    check_nonnegative_int("image_size", image_size)
     task = FewShotImages(dataset=dataset, data_dir=data_dir, image_size=image_size, cache_dir=cache_dir)
     data = task.data("train")
     torch.manual_seed(seed)
