@@ -209,3 +209,66 @@ def test_augment_flip_and_seed():
     assert all(f or k for f, k in zip(flipped, kept)) and 15 < sum(flipped) < 49
     z = augment(x, torch.Generator().manual_seed(1), padding=0, flip=True)
     assert torch.equal(y, z) and y.dtype == torch.uint8
+
+
+# ---------------------------------------------------------------- untrusted files: messages, bounded memory
+def test_sized_constructors_refused_without_allocating(tmp_path):
+    import struct
+
+    for body in (b"c__builtin__\nbytearray\nJ" + struct.pack("<i", 10**7) + b"\x85R.",
+                 b"c__builtin__\nbytes\nJ" + struct.pack("<i", 10**7) + b"\x85R.",
+                 b"c__builtin__\nrange\nJ" + struct.pack("<i", 10**7) + b"\x85R.",
+                 b"cnumpy\nndarray\nJ" + struct.pack("<i", 10**7) + b"\x85\x85R."):
+        (tmp_path / "p.pickle").write_bytes(b"\x80\x02" + body)
+        assert len(body) < 40
+        with pytest.raises(ValueError):
+            safe_load(tmp_path / "p.pickle")
+
+
+def test_unsafe_pickle_and_bad_labels_are_messages(tmp_path, capsys):
+    from plasticnet.cli import main
+
+    folder = fake_pickles(tmp_path / "evil", "cifar-fs", 32)
+    write_pickle(folder / PICKLE_FILES["cifar-fs"]["train"], Evil())
+    run = tmp_path / "run"
+    argv = ["train", "fewshot-images", "--set", "dataset=cifar-fs", "--run-dir", str(run), "--quiet"]
+    assert main([*argv, "--set", f"data_dir={folder}"]) == 2
+    err = capsys.readouterr().err
+    assert "refused to load" in err and "system" in err and not run.exists()
+    folder = fake_pickles(tmp_path / "labels", "cifar-fs", 32, n_classes=1, per_class=1)
+    write_pickle(folder / PICKLE_FILES["cifar-fs"]["val"], {"data": np.zeros((1, 32, 32, 3), np.uint8),
+                                                            "labels": [[1, 2]]})
+    with pytest.raises(ValueError, match=r"CIFAR_FS_val.pickle: labels must be one integer or string per image"):
+        load_pickle_split("cifar-fs", "val", str(folder))
+
+
+def test_huge_png_is_a_message(tmp_path):
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    fake_omniglot(tmp_path)
+    png = next((tmp_path / "images_background").rglob("*.png"))
+    Image.new("L", (1, 1)).save(png)
+    raw = bytearray(png.read_bytes())  # IHDR: width, height at bytes 16..24, its CRC at 29..33
+    raw[16:24] = struct.pack(">II", 14000, 14000)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    png.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f"omniglot image {png}"):
+        load_omniglot_split("train", str(tmp_path), cache=str(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("drawings", [1, 0])
+def test_too_small_a_dataset_is_refused_before_the_run_folder(tmp_path, capsys, drawings):
+    from plasticnet.cli import main
+
+    fake_omniglot(tmp_path / "data", drawings=max(drawings, 1))
+    if drawings == 0:
+        for png in (tmp_path / "data").rglob("*.png"):
+            png.unlink()
+    run = tmp_path / "run"
+    assert main(["train", "fewshot-images", "--set", "dataset=omniglot", "--set", f"data_dir={tmp_path / 'data'}",
+                 "--set", f"cache_dir={tmp_path / 'c'}", "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert ("some class has only 1 images" if drawings else "no PNG files") in err and not run.exists()

@@ -79,7 +79,14 @@ def from_numpy(images: np.ndarray, labels, class_names=None, groups=None) -> Ima
         images = images.transpose(0, 3, 1, 2)
     else:
         raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
-    labels = list(np.asarray(labels).tolist())
+    try:
+        array = np.asarray(labels)
+    except ValueError:  # ragged nesting
+        array = np.asarray(labels, dtype=object)
+    if array.ndim != 1 or array.dtype.kind not in "iuU":
+        raise ValueError(f"labels must be one integer or string per image, got an array of {array.dtype} with "
+                         f"shape {array.shape}")
+    labels = list(array.tolist())
     if len(labels) != images.shape[0]:
         raise ValueError(f"{len(labels)} labels for {images.shape[0]} images")
     keys = sorted(set(labels))

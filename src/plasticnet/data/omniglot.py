@@ -24,6 +24,7 @@ from ..checks import check_choice
 from ..runfolder import save_npz_atomic
 from .imageset import ImageSet, cache_dir, data_root
 
+MAX_PIXELS = 2048 * 2048  # larger is no Omniglot image (they are 105×105): refused before decoding
 SPLIT_FOLDERS = {"train": "images_background", "val": "images_evaluation", "test": "images_evaluation"}
 
 
@@ -45,10 +46,14 @@ def read_png_gray(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:  # truncated, garbage
+            size = im.size  # from the header, before decoding
+            if size[0] * size[1] <= MAX_PIXELS:
+                return np.asarray(im.convert("L"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"omniglot image {path} is damaged or not a PNG ({err}); "
                          f"replace it from the original dataset") from None
+    raise ValueError(f"omniglot image {path} is {size[0]}×{size[1]} pixels, more than the {MAX_PIXELS:,} an "
+                     f"Omniglot image may have (they are 105×105); remove it")
 
 
 def source_key(folder: Path, image_size: int, files) -> str:

@@ -39,25 +39,53 @@ PICKLE_FILES = {
 SUBFOLDERS = {"cifar-fs": ("CIFAR_FS", "CIFAR-FS", "cifar-fs", "cifar_fs"),
               "mini-imagenet": ("miniImageNet", "mini-imagenet", "mini_imagenet", "miniimagenet")}
 
-_SAFE_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
-                  "bytearray", "bool", "slice", "range"}
+# built-ins a dataset pickle may call; none of them can be asked for a size (bytes(n), bytearray(n) and
+# range are left out: a 40-byte pickle could allocate gigabytes with them), so what they build is bounded
+# by the pickle's own bytes
+_SAFE_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bool"}
 _SAFE_NUMPY = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"),
                ("", "ndarray"), ("", "dtype")}
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for something other than numpy arrays and built-in values."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle asked for something other than numpy arrays and built-in values (a ``ValueError``: bad input)."""
+
+
+class _ArrayType:
+    """Stands for ``numpy.ndarray`` in a pickle: numpy names the class only as the first argument of
+    ``_reconstruct``; called itself (``ndarray(shape)``) it would allocate any size, so it is not callable."""
+
+
+def _bytes_of(kind):
+    def build(*args):
+        if args and not isinstance(args[0], (bytes, bytearray, str)):
+            raise UnsafePickleError(f"refused {kind.__name__}({type(args[0]).__name__}): only {kind.__name__} "
+                                    f"of given bytes may appear in a dataset pickle")
+        return kind(*args)
+    return build
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's ``_reconstruct`` for an empty array (what numpy pickles: the data come with ``__setstate__``)."""
+    if subtype is not _ArrayType or not isinstance(shape, tuple) or any(not isinstance(n, int) for n in shape) \
+            or np.prod(shape, dtype=np.float64) != 0:
+        raise UnsafePickleError(f"refused numpy _reconstruct({subtype!r}, {shape!r}): numpy pickles arrays with an "
+                                f"empty shape and their data")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that builds numpy arrays and built-in values only.
 
     Allowed globals: the built-in containers and scalars (``list``, ``dict``,
-    ``set``, ``int``, ``str``, ...), ``_codecs.encode`` (bytes in protocol 2),
-    ``numpy.ndarray``, ``numpy.dtype``, numpy's
-    array reconstructors and the ``numpy.dtypes`` classes. Anything else
-    raises :class:`UnsafePickleError` naming the refused global. Python 2
-    pickles (the original MetaOptNet files) are read with ``latin1``.
+    ``set``, ``int``, ``str``, ...), ``bytes``/``bytearray`` of given bytes
+    (never of a size), ``_codecs.encode`` (bytes in protocol 2),
+    ``numpy.dtype``, numpy's array reconstructors (``_reconstruct`` only of
+    the empty array numpy pickles, ``ndarray`` only as its argument) and the
+    ``numpy.dtypes`` classes: nothing a pickle can ask to allocate more than
+    its own bytes. Anything else raises :class:`UnsafePickleError` naming
+    the refused global. Python 2 pickles (the original MetaOptNet files) are
+    read with ``latin1``.
     """
 
     def __init__(self, file, source: str = "pickle"):
@@ -67,8 +95,14 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
             return getattr(builtins, name)
+        if module in ("builtins", "__builtin__") and name in ("bytes", "bytearray"):
+            return _bytes_of(getattr(builtins, name))
         if module == "_codecs" and name == "encode":  # how protocol 2 stores bytes
             return codecs.encode
+        if name == "ndarray" and module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray"):
+            return _ArrayType
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _reconstruct
         if module == "numpy" and ("", name) in _SAFE_NUMPY:
             return getattr(np, name)
         if module == "numpy.dtypes" and name.endswith("DType"):
@@ -127,4 +161,7 @@ def load_pickle_split(dataset: str, split: str, data_dir=None) -> ImageSet:
     data = np.asarray(obj["data"])
     if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
         raise ValueError(f"{path}: 'data' must be uint8 N×H×W×3, got {data.dtype} {data.shape}")
-    return from_numpy(data, obj["labels"])
+    try:
+        return from_numpy(data, obj["labels"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
