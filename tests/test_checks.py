@@ -6,10 +6,13 @@ import pytest
 
 from plasticnet import layers
 from plasticnet.checks import (
+    check_bool,
     check_choice,
+    check_finite,
     check_known,
     check_nonnegative,
     check_nonnegative_int,
+    check_path_component,
     check_positive,
     check_positive_int,
     check_range,
@@ -73,3 +76,27 @@ def test_known_keys():
         check_known("option(s)", ["y", "x", "a"], ("a", "b"), " for task 't'")
     with pytest.raises(ValueError, match=r"valid keys: \(none\)"):
         check_known("option(s)", ["x"], ())
+
+
+# ---------------------------------------------------------------- names that become folders, finite numbers, flags
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "a\\b", "a\0b", "-rf", "~", "x" * 256, 3, None])
+def test_check_path_component_refuses(name):
+    with pytest.raises(ValueError, match="claim id"):
+        check_path_component("claim id", name)
+
+
+@pytest.mark.parametrize("name", ["cue_reward", "rule=gradient,seed=0", "a.b", "..x", "x" * 255])
+def test_check_path_component_accepts(name):
+    check_path_component("claim id", name)
+
+
+def test_check_finite_and_bool():
+    for bad in (float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match=r"inner_lr must be a finite number, got"):
+            check_finite("inner_lr", bad)
+    check_finite("inner_lr", 0.1)
+    check_finite("weight_clip", None, allow_none=True)
+    for bad in ("no", 0, None):
+        with pytest.raises(ValueError, match="modulation must be true or false, got"):
+            check_bool("modulation", bad)
+    check_bool("modulation", False)

@@ -301,3 +301,41 @@ def test_readme_example_runs():
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["y"].shape == (4, 2, 8) and scope["state"].h.shape == (4, 51)
+
+
+# ---------------------------------------------------------------- bad arguments and states: a ValueError naming them
+@pytest.mark.parametrize("kwargs, name", [({"init_std": float("nan")}, "init_std"), ({"init_std": -1.0}, "init_std"),
+                                          ({"gamma": float("inf")}, "gamma"), ({"bias": "no"}, "bias")])
+def test_bad_layer_arguments_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        TraceLinear(4, 3, **kwargs)
+
+
+def test_empty_sequences_refused():
+    for net, size in ((TraceLinear(4, 3), 4), (TwoLayerTraceNet(4, 3, 2), 4), (RecurrentTraceNet(5), 5)):
+        with pytest.raises(ValueError, match=r"B, T >= 1"):
+            net(torch.zeros(2, 0, size))
+
+
+@pytest.mark.parametrize("rule", ["trace", "neuromod-retro", "none"])
+def test_mismatched_states_name_the_field(rule):
+    layer = TraceLinear(4, 3, rule=rule)
+    good = layer.initial_state(2)
+    x = torch.zeros(2, 5, 4)
+    if rule != "none":
+        with pytest.raises(ValueError, match=r"state.hebb must have shape \(2, 4, 3\)"):
+            layer(x, good._replace(hebb=torch.zeros(2, 3, 4)))
+        with pytest.raises(ValueError, match=r"state.hebb must have the model's dtype"):
+            layer(x, good._replace(hebb=good.hebb.double()))
+    if rule == "neuromod-retro":
+        with pytest.raises(ValueError, match="state.elig must be a tensor"):
+            layer(x, good._replace(elig=None))
+    else:
+        with pytest.raises(ValueError, match="state.elig must be None"):
+            layer(x, good._replace(elig=torch.zeros(2, 4, 3)))
+    rnn = RecurrentTraceNet(5, rule=rule)
+    state = rnn.initial_state(2)
+    with pytest.raises(ValueError, match=r"state.h must have shape \(2, 5\)"):
+        rnn(torch.zeros(2, 3, 5), state._replace(h=torch.zeros(3, 5)))
+    with pytest.raises(ValueError, match=r"state.h"):
+        rnn(torch.zeros(3, 3, 5), state)

@@ -164,3 +164,22 @@ def test_unreadable_config_skipped_with_a_warning(tmp_path):
     assert [r.path.name for r in runs] == ["seed=0", "seed=2"]
     with pytest.warns(UserWarning, match="seed=1"):
         assert write_report(root).is_file()
+
+
+def test_hand_edited_folders_are_messages_not_tracebacks(tmp_path, capsys):
+    from plasticnet.cli import main
+
+    root = tmp_path / "exp"
+    make_run(root / "a", {"task": "cue-reward", "rule": "none", "lr": {"a": 1}, "seed": 0}, [0.5, 0.4])
+    make_run(root / "b", {"task": "cue-reward", "rule": "none", "lr": 0.1, "seed": 0}, [0.5, 0.3])
+    make_run(root / "c", {"task": "cue-reward", "rule": "none", "lr": 0.2, "seed": 0}, [0.5, 0.3])
+    summary = root / "c" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "final_val_error": "abc"}))
+    (root / "b" / "analysis.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.warns(UserWarning) as caught:
+        assert main(["report", str(root)]) == 0
+    messages = " ".join(str(w.message) for w in caught)
+    assert f"{summary}: final_val_error must be a number or null, got 'abc'" in messages
+    assert "analysis.npz cannot be read" in messages
+    text = (root / "report.md").read_text()
+    assert "(('a', 1),)" in text and "| 0.1 |" in text  # both readable runs reported

@@ -58,7 +58,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .checks import check_choice, check_positive_int, check_range
+from .checks import check_bool, check_choice, check_positive_int, check_range
 from .engine.factored import factored_read
 
 RULES = ("none", "trace", "trace-learned", "oja", "neuromod", "neuromod-retro")  # the family's rules
@@ -183,6 +183,8 @@ class TraceLinear(nn.Module):
         check_choice("alpha_constraint", alpha_constraint, ALPHA_CONSTRAINTS)
         check_range("gamma", gamma, 0, 1, low_open=True)
         check_range("clip", clip, low=0, allow_none=True)
+        check_range("init_std", init_std, low=0)
+        check_bool("bias", bias)
         self.in_features, self.out_features, self.rule = in_features, out_features, rule
         self.alpha_constraint = alpha_constraint
         if clip is None:
@@ -229,6 +231,25 @@ class TraceLinear(nn.Module):
         z = torch.zeros(shape, device=device or self.weight.device, dtype=dtype or self.weight.dtype)
         return TraceState(z, torch.zeros_like(z) if self.rule == "neuromod-retro" else None)
 
+    def check_state(self, state, batch_size: int) -> None:
+        """Raise ``ValueError`` naming the field of ``state`` (a :class:`TraceState` or a state with
+        ``hebb``/``elig``) that does not fit this layer and a batch of ``batch_size``."""
+        shape = (batch_size, self.in_features, self.out_features)
+        for name in ("hebb", "elig"):
+            value = getattr(state, name, None)
+            needed = self.plastic and (name == "hebb" or self.rule == "neuromod-retro")
+            if not needed:
+                if value is not None:
+                    raise ValueError(f"state.{name} must be None for rule {self.rule!r}, got a tensor")
+                continue
+            if not isinstance(value, Tensor):
+                raise ValueError(f"state.{name} must be a tensor of shape {shape} for rule {self.rule!r}, "
+                                 f"got {type(value).__name__}")
+            if tuple(value.shape) != shape:
+                raise ValueError(f"state.{name} must have shape {shape}, got {tuple(value.shape)}")
+            if value.dtype != self.weight.dtype:
+                raise ValueError(f"state.{name} must have the model's dtype {self.weight.dtype}, got {value.dtype}")
+
     def modulation(self, y: Tensor) -> Tensor:
         """``M_t = fanout(tanh(mod_fc(y_t)))``: ``(B, out) → (B, out)``."""
         return self.fanout(torch.tanh(self.mod_fc(y)))
@@ -257,6 +278,8 @@ class TraceLinear(nn.Module):
         _check_inputs(inputs, self.in_features)
         if state is None:
             state = self.initial_state(inputs.shape[0], inputs.device, inputs.dtype)
+        else:
+            self.check_state(state, inputs.shape[0])
         alpha = self.effective_alpha()
         ys = []
         for t in range(inputs.shape[1]):
@@ -331,6 +354,7 @@ class RecurrentTraceNet(nn.Module):
         super().__init__()
         check_positive_int("size", size)
         check_choice("trace_form", trace_form, TRACE_FORMS)
+        check_bool("plastic_self", plastic_self)
         self.size = size
         mask = None if plastic_self else 1.0 - torch.eye(size)
         self.layer = TraceLinear(size, size, init_std=init_std, alpha_mask=mask, **layer_kwargs)
@@ -349,6 +373,11 @@ class RecurrentTraceNet(nn.Module):
     def forward(self, inputs: Tensor, state: Optional[RecurrentTraceState] = None
                 ) -> Tuple[Tensor, RecurrentTraceState]:
         _check_inputs(inputs, self.size)
+        if state is not None:
+            self.layer.check_state(state, inputs.shape[0])
+            if not isinstance(state.h, Tensor) or tuple(state.h.shape) != (inputs.shape[0], self.size):
+                got = tuple(state.h.shape) if isinstance(state.h, Tensor) else type(state.h).__name__
+                raise ValueError(f"state.h must have shape ({inputs.shape[0]}, {self.size}), got {got}")
         if self.factored:
             return self._forward_factored(inputs, state)
         if state is None:
@@ -396,5 +425,5 @@ class RecurrentTraceNet(nn.Module):
 
 
 def _check_inputs(inputs: Tensor, size: int) -> None:
-    if inputs.dim() != 3 or inputs.shape[-1] != size:
-        raise ValueError(f"inputs must have shape (B, T, {size}), got {tuple(inputs.shape)}")
+    if inputs.dim() != 3 or inputs.shape[-1] != size or inputs.shape[0] < 1 or inputs.shape[1] < 1:
+        raise ValueError(f"inputs must have shape (B, T, {size}) with B, T >= 1, got {tuple(inputs.shape)}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,15 +101,38 @@ def load_runs(root) -> List[Run]:
         try:
             config = read_config(run_dir)
             metrics = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else {}
+            summary = read_summary(run_dir)
         except (ValueError, OSError) as err:
             warnings.warn(f"skipped {run_dir}: {err}", stacklevel=2)
             continue
-        runs.append(Run(run_dir, config, metrics, read_summary(run_dir), load_analysis(run_dir)))
+        try:
+            analysis = load_analysis(run_dir)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:  # garbage: the run stays
+            warnings.warn(f"{run_dir / 'analysis.npz'} cannot be read ({type(err).__name__}); "
+                          f"reported without its analysis", stacklevel=2)
+            analysis = None
+        runs.append(Run(run_dir, config, metrics, summary, analysis))
     return runs
 
 
 def _hashable(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
+    """``v`` as a hashable value: lists and mappings (a hand-edited ``lr: {a: 1}``) as tuples, recursively."""
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple((str(k), _hashable(x)) for k, x in v.items())
+    try:
+        hash(v)
+    except TypeError:
+        return repr(v)
+    return v
+
+
+def _order(x: Any) -> tuple:
+    """Sort key of a condition value: numbers by value, anything else by its text."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return ("0", float(x), "")
+    return ("1", 0.0, f"{type(x).__name__}:{x!r}")
 
 
 def condition_keys(runs: List[Run]) -> List[str]:
@@ -132,7 +156,7 @@ def group_conditions(runs: List[Run], keys: List[str]) -> List[Condition]:
     for r in runs:
         values = tuple(_hashable(r.config.get(k)) for k in keys)
         groups.setdefault(values, Condition(values)).runs.append(r)
-    return [groups[v] for v in sorted(groups, key=lambda v: tuple((str(type(x)), x) for x in v))]
+    return [groups[v] for v in sorted(groups, key=lambda v: tuple(_order(x) for x in v))]
 
 
 def fmt(mean: float, half: float, digits: int = 4) -> str:
