@@ -339,6 +339,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="an option for every run, e.g. engine=kernel or device=cuda (not one a claim varies)")
     p.add_argument("--report-only", action="store_true", help="judge the existing run folders, train nothing")
+    p.add_argument("--write-docs", metavar="DOCS", default=None,
+                   help="train nothing: write DOCS/reproduction.md and DOCS/results/summary.md from the evidence in "
+                        "DOCS/results/<size>/<claim>/ (result.json, why.md)")
     p.add_argument("--claims-dir", default=None, help=argparse.SUPPRESS)  # tests: another claims folder
     p.set_defaults(func=_reproduce)
 
@@ -351,14 +354,24 @@ def _reproduce(args) -> int:
         for c in load_claims(args.claims_dir).values():
             print(f"{c.id}\n    {c.statement}")
         return 0
+    if args.write_docs is not None:
+        from .reproduce_docs import write_docs
+
+        for path in write_docs(args.write_docs):
+            print(f"wrote {path}")
+        return 0
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    path = reproduce(args.claims, out=args.out, size=args.size, seeds=args.seeds, backend=args.backend,
+    done = reproduce(args.claims, out=args.out, size=args.size, seeds=args.seeds, backend=args.backend,
                      workers=args.workers, overrides=parse_set(args.set or []), report_only=args.report_only,
                      claims_dir=args.claims_dir)
-    print(f"summary: {path}")
+    print(f"summary: {done.summary}")
+    if done.failed:
+        print(f"plasticnet reproduce: {done.failed} run(s) failed (their errors are above); the verdicts "
+              "judge only the runs that finished", file=sys.stderr)
+        return 1
     return 0
 
 
