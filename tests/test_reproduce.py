@@ -195,6 +195,7 @@ def test_cli_list_and_bad_id(capsys):
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     assert "cue_reward\n" in out and "gradient-based plasticity reaches a lower MSE than Hebbian" in out
+    assert "    standard    24 runs (4 seeds)" in out  # cue_reward: 3 rules × 2 cells × 4 seeds
     assert main(["reproduce", "cue_reward", "nope", "--out", "/nonexistent/never"]) == 2
     err = capsys.readouterr().err
     assert "unknown claim id(s) 'nope'" in err and "valid ids:" in err and "miconi_near_zero" in err
@@ -326,3 +327,10 @@ def test_failed_trials_make_the_exit_status_nonzero(tmp_path, capsys, monkeypatc
     assert main(["reproduce", "cue_reward", "--size", "smoke", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "12 failed" in captured.out and "12 run(s) failed" in captured.err
+
+
+def test_list_shows_the_measured_cost(tmp_path, capsys):
+    make_runs(tmp_path / "quick" / "cue_reward", {"gradient": [0.05]})
+    (tmp_path / "quick" / "cue_reward" / "result.json").write_text(json.dumps({"train_s": 600.0, "finished": 9}))
+    assert main(["reproduce", "--list", "--out", str(tmp_path)]) == 0
+    assert "quick        9 runs (3 seeds); measured 10 min of training for 9 finished runs" in capsys.readouterr().out

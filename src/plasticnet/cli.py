@@ -96,9 +96,10 @@ def _eval(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="cue–reward comparison of gradient / Hebbian / non-plastic RNNs (CPU)",
                        description=demo.__doc__.split("\n\n")[1])
-    p.add_argument("--size", choices=sorted(demo.SIZES), default="quick",
-                   help="quick: hidden 64/64/96, 5,000 batches (minutes on a CPU); "
-                        "paper: hidden 256/256/384, 5,000 batches (the reference figure; hours on a CPU)")
+    p.add_argument("--size", choices=list(demo.SIZES), default=demo.DEFAULT_SIZE,
+                   help="figure (default): hidden 128/128/192, 5,000 batches, the reference figure's own "
+                        "configuration (minutes on 2 cores: docs/results/demo.md); quick: hidden 64/64/96; "
+                        "paper: hidden 256/256/384, the paper's size matching in full (about 4x the figure's time)")
     p.add_argument("--batches", type=int, default=None, help="training batches per rule (default: the size's)")
     p.add_argument("--out", default="runs/demo", help="folder of the run folders and the figure")
     p.add_argument("--rules", default=",".join(demo.RULES), help="comma-separated rules (default: all three)")
@@ -328,7 +329,9 @@ def _add_reproduce(sub) -> None:
                        description="Run the papers' findings as claims (plasticnet/claims/*.yaml) through the "
                                    "sweep machinery and write a report per claim plus a summary.")
     p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim ids (default: all; see --list)")
-    p.add_argument("--list", action="store_true", help="list the claims (id and the paper's statement)")
+    p.add_argument("--list", action="store_true",
+                   help="list the claims: id, the paper's statement, runs per size and the training time measured "
+                        "in --out or docs/results")
     p.add_argument("--size", choices=CLAIM_SIZES, default="quick",
                    help="quick: a 2-core CPU in minutes per claim (default); standard: every comparison run, 4 seeds, "
                         "hours per claim on a 2-core CPU; paper: the paper's configuration; smoke: seconds, for tests")
@@ -351,8 +354,10 @@ def _reproduce(args) -> int:
     from .reproduce import load_claims, reproduce
 
     if args.list:
-        for c in load_claims(args.claims_dir).values():
-            print(f"{c.id}\n    {c.statement}")
+        from .reproduce import claim_listing
+
+        roots = [args.out] + (["docs/results"] if Path("docs/results").is_dir() else [])
+        print("\n".join(claim_listing(list(load_claims(args.claims_dir).values()), roots)))
         return 0
     if args.write_docs is not None:
         from .reproduce_docs import write_docs

@@ -768,7 +768,7 @@ def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: O
         for exp in experiments:  # every trial's options checked before anything trains
             plan(exp, root)
         for exp in experiments:
-            outcomes = run_sweep(exp, root, backend=backend, workers=workers, analyze=False, log=log)
+            outcomes = run_sweep(exp, root, backend=backend, workers=workers, analyze=True, log=log)
             for o in outcomes:
                 if o.status == "failed":
                     failed += 1
@@ -798,6 +798,33 @@ def check_claims(claims: Sequence[Claim], size: str, seeds: Optional[int] = None
                     resolve_options(trial.options)
                 except ValueError as err:
                     raise ValueError(f"claim {c.id!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
+
+
+def claim_listing(claims: Sequence[Claim], roots: Sequence[Union[str, Path]] = ()) -> List[str]:
+    """Lines of ``reproduce --list``: each claim's id, statement and, per size, its runs and measured cost.
+
+    The cost is read from the first ``<root>/<size>/<claim id>/result.json``
+    found under ``roots`` (e.g. ``--out``, and ``docs/results`` in a clone):
+    the training time summed over its runs and how many finished.
+    """
+    lines = []
+    for c in claims:
+        lines += [c.id, f"    {c.statement}"]
+        for size in SIZES:
+            runs = sum(len(e.trials()) for e in claim_experiments(c, size))
+            seeds = c.sizes[size].get("seeds", 1)
+            text = f"    {size:9s} {runs:4d} runs ({seeds} seeds)"
+            for root in roots:
+                path = Path(root) / size / c.id / "result.json"
+                try:
+                    data = json.loads(path.read_text())
+                    text += (f"; measured {float(data['train_s']) / 60:.0f} min of training for "
+                             f"{data['finished']} finished runs ({path.parent})")
+                    break
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+            lines.append(text)
+    return lines
 
 
 def check_run_folders(claim: Claim, out: Union[str, Path], size: str, seeds: Optional[int] = None,
@@ -885,6 +912,6 @@ class ReproduceResult:
 
 
 __all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "ReproduceResult", "RunSelection", "Term",
-           "check_claims", "check_run_folders", "claim_experiments", "config_differences", "select_runs",
+           "check_claims", "check_run_folders", "claim_experiments", "claim_listing", "config_differences", "select_runs",
            "claim_verdict", "evaluate_claim", "load_claims", "parse_claim", "reproduce", "run_claim", "select_claims",
            "verdict_of", "write_claim_report", "write_summary", "SIZES"]
