@@ -334,3 +334,15 @@ def test_list_shows_the_measured_cost(tmp_path, capsys):
     (tmp_path / "quick" / "cue_reward" / "result.json").write_text(json.dumps({"train_s": 600.0, "finished": 9}))
     assert main(["reproduce", "--list", "--out", str(tmp_path)]) == 0
     assert "quick        9 runs (3 seeds); measured 10 min of training for 9 finished runs" in capsys.readouterr().out
+
+
+def test_report_says_whether_training_flattened(tmp_path):
+    from plasticnet.reproduce import last_fifth_fall
+
+    make_runs(tmp_path, {"gradient": [0.05, 0.05, 0.05], "none": [0.199, 0.2, 0.2]})  # logged 0.2 at batch 0
+    res = evaluate_claim(synthetic_claim(), tmp_path, "quick")
+    gradient = res.runs_by_exp["cr"][0]
+    assert last_fifth_fall(gradient) == pytest.approx(1.0)  # all of its improvement came after batch 8 of 10
+    write_claim_report(res)
+    report = (tmp_path / "report.md").read_text()
+    assert "| rule=gradient | 100.0%, 100.0%, 100.0% | **no** |" in report

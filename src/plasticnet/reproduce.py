@@ -528,6 +528,7 @@ class ClaimResult:
     extra: List[Path] = field(default_factory=list)
     missing: int = 0
     failed: int = 0
+    runs_by_exp: Dict[str, list] = field(default_factory=dict)
 
     @property
     def comparisons_run(self) -> int:
@@ -561,7 +562,7 @@ def evaluate_claim(claim: Claim, root: Union[str, Path], size: str, seeds: Optio
     n_seeds = seeds if seeds is not None else int(claim.sizes[size].get("seeds", 1))
     return ClaimResult(claim, size, results, verdict, len(all_runs), sum(r.finished for r in all_runs), train_s,
                        root=root, seeds=n_seeds, stale=selection.stale, extra=selection.extra,
-                       missing=selection.missing)
+                       missing=selection.missing, runs_by_exp=runs_by_exp)
 
 
 # ------------------------------------------------------------------ reports
@@ -642,6 +643,30 @@ def _alt_cell(alt: Optional[Dict[str, Any]]) -> str:
     return f"{_num(alt['estimate'])} [{_num(alt['low'])}, {_num(alt['high'])}]: {alt['verdict']}"
 
 
+FLAT_TOLERANCE = 0.05  # a run whose error fell by more than this over its last fifth of training was still learning
+
+
+def last_fifth_fall(run) -> float:
+    """``(e(0.8·N) − e(N)) / (e(0) − e(N))``: the share of a run's improvement made in its last fifth.
+
+    ``e(b)`` is the validation error logged at the last validation at or
+    before batch ``b`` of the run's ``N`` batches (``metrics.csv``; ``e(0)``
+    the validation before training). Near 0: the curve had flattened; a
+    large share: it was still falling when training stopped. Scaling by the
+    whole improvement keeps a solved task (an error near zero wobbling by its
+    own size) from looking unsettled. nan when the run logged no such values
+    or did not improve at all.
+    """
+    batch, err = run.metrics.get("batch"), run.metrics.get("val_error")
+    if batch is None or err is None or not len(batch):
+        return math.nan
+    n = int(batch[-1])
+    earlier = [e for b, e in zip(batch, err) if b <= 0.8 * n and math.isfinite(e)]
+    if not earlier or not math.isfinite(err[-1]) or not earlier[0] > err[-1]:
+        return math.nan
+    return float((earlier[-1] - err[-1]) / (earlier[0] - err[-1]))
+
+
 def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) -> Path:
     """``report.md`` (verdicts, then each experiment's tables and figures) and ``result.json`` of a claim."""
     from . import report as rep
@@ -651,8 +676,7 @@ def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) 
     out.mkdir(parents=True, exist_ok=True)
     lines = claim_report_lines(result)
     for name in result.claim.experiment_names():
-        folder = result.root / name
-        runs = rep.load_runs(folder) if folder.is_dir() else []
+        runs = result.runs_by_exp.get(name, [])
         if not runs:
             continue
         keys = rep.condition_keys(runs)
@@ -661,6 +685,19 @@ def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) 
         lines += ["", f"## Experiment `{name}`", "", f"Task {tasks}; {len(runs)} runs. Final and best validation "
                   "error per condition (mean ± 95% t-interval over seeds):", ""]
         lines += rep.condition_table(keys, conditions)
+        lines += ["", "Has training flattened? The share of each run's improvement of the validation error (from "
+                  "the untrained network to the end) made in the last fifth of training, per seed; a condition "
+                  f"whose mean share exceeds {FLAT_TOLERANCE:.0%} was still falling (more batches would change its "
+                  "error):", "",
+                  "| condition | share of the improvement in the last fifth (per seed) | flattened |", "|---|---|---|"]
+        for c in conditions:
+            falls = [last_fifth_fall(r) for r in c.runs if r.finished]
+            falls = [f for f in falls if math.isfinite(f)]
+            label = ", ".join(f"{k}={v}" for k, v in zip(keys, c.values)) or "all runs"
+            if falls:
+                mean = sum(falls) / len(falls)
+                lines.append(f"| {label} | {', '.join(f'{f:.1%}' for f in falls)} | "
+                             f"{'yes' if mean <= FLAT_TOLERANCE else '**no**'} |")
         try:
             fig_list = figs.group_figures(keys, conditions, out / "figures", name)
         except ImportError:  # matplotlib is optional
