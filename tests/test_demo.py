@@ -47,17 +47,17 @@ def test_demo_refuses_bad_input(tmp_path, capsys):
 
 
 def test_demo_defaults_are_the_reference_figure():
-    from plasticnet.demo import demo_options
+    from plasticnet.demo import DEFAULT_SIZE, demo_options, size_options
     from plasticnet.train import resolved_config
 
     sizes = {}
     for rule in ("gradient", "hebbian", "none"):
-        config, task, model = resolved_config(demo_options(rule, 5000, 0))
+        config, task, model = resolved_config(demo_options(rule, 5000, 0, size_options(DEFAULT_SIZE, rule)))
         assert (config["task"], config["cell"], config["batches"], config["batch_size"]) == \
             ("cue-reward", "rnn", 5000, 64)
         assert (config["lr"], config["optimizer"], config["grad_clip"]) == (1e-3, "adamw", 5.0)
         sizes[rule] = model.hidden_size
-    assert sizes == {"gradient": 256, "hebbian": 256, "none": 384}
+    assert sizes == {"gradient": 128, "hebbian": 128, "none": 192}
 
 
 @pytest.mark.slow
@@ -72,7 +72,13 @@ def test_demo_reproduces_the_reference_outcome(tmp_path):
 def test_demo_sizes():
     from plasticnet.demo import SIZES, size_options
 
-    assert SIZES == {"quick": (32, 5000), "paper": (128, 5000)}
+    assert SIZES == {"figure": (64, 5000), "quick": (32, 5000), "paper": (128, 5000)}
+    # the reference figure's configuration (its experiment skips the RNN's ×2): what `make demo` runs
+    assert {r: size_options("figure", r)["hidden_size"] for r in ("gradient", "hebbian", "none")} == \
+        {"gradient": 128, "hebbian": 128, "none": 192}
+    from plasticnet.cli import build_parser
+
+    assert build_parser().parse_args(["demo"]).size == "figure"
     assert {r: size_options("paper", r)["hidden_size"] for r in ("gradient", "hebbian", "none")} == \
         {"gradient": 256, "hebbian": 256, "none": 384}
     assert {r: size_options("quick", r)["hidden_size"] for r in ("gradient", "hebbian", "none")} == \

@@ -120,6 +120,25 @@ def test_shipped_experiment_files_parse(path):
     assert exp.name == path.stem
 
 
+def test_shipped_experiment_files_parse():
+    """Every experiments/*.yaml parses and its trials resolve; the reference's learning-rate sweep is there."""
+    from pathlib import Path
+
+    from plasticnet.config import resolve_options
+    from plasticnet.experiments import load_experiment
+
+    folder = Path(__file__).resolve().parent.parent / "experiments"
+    files = sorted(folder.glob("*.yaml"))
+    assert files
+    for path in files:
+        exp = load_experiment(path)
+        for trial in exp.trials()[:2]:
+            resolve_options(trial.options)
+    lr = load_experiment(folder / "cue_reward_lr.yaml")
+    assert {(t.options["lr"], t.options["rule"], t.options["cell"]) for t in lr.trials()} == {
+        (lr_, r, c) for lr_ in (0.01, 3e-4) for r in ("gradient", "hebbian", "none") for c in ("rnn", "lstm")}
+
+
 # ---------------------------------------------------------------- untrusted experiment files
 def test_dot_names_refused_before_any_folder(tmp_path, capsys):
     from plasticnet.cli import main

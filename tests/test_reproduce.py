@@ -121,7 +121,10 @@ def test_verdict_logic():
         def __init__(self, v):
             self.verdict = v
 
-    assert claim_verdict([R("holds"), R("not run")]) == "holds"
+    assert claim_verdict([R("holds"), R("not run")]) == "partial"  # never plain holds on part of the evidence
+    assert claim_verdict([R("inconclusive"), R("not run")]) == "partial"
+    assert claim_verdict([R("fails"), R("not run")]) == "fails"
+    assert claim_verdict([R("holds"), R("holds")]) == "holds"
     assert claim_verdict([R("holds"), R("inconclusive")]) == "inconclusive"
     assert claim_verdict([R("inconclusive"), R("fails")]) == "fails"
     assert claim_verdict([R("not run")]) == "not run"
@@ -138,7 +141,7 @@ def test_bad_claim_files_are_refused():
         synthetic_claim(test="ttest")
     with pytest.raises(ValueError, match="expect must be one of negative, positive"):
         synthetic_claim(comparisons=[{"terms": [{"where": {"rule": "none"}, "coef": 1}], "expect": "up"}])
-    with pytest.raises(ValueError, match="'sizes' must give exactly quick, paper, smoke"):
+    with pytest.raises(ValueError, match="'sizes' must give exactly quick, standard, paper, smoke"):
         synthetic_claim(sizes={"quick": {}})
     with pytest.raises(ValueError, match="unknown option.*'hiden_size'"):
         synthetic_claim(sizes={s: {"base": {"hiden_size": 8}} for s in SIZES})
@@ -150,14 +153,14 @@ def test_bad_claim_files_are_refused():
 
 def test_size_overrides_and_seeds():
     claim = synthetic_claim(sizes={"paper": {"seeds": 4}, "quick": {"grid": {"rule": ["gradient"]}, "seeds": 3},
-                                   "smoke": {"base": {"batches": 2}}},
+                                   "standard": {"seeds": 4}, "smoke": {"base": {"batches": 2}}},
                             comparisons=[{"lower": {"rule": "gradient"}, "than": 0.1}])
     (paper,) = claim_experiments(claim, "paper")
     (quick,) = claim_experiments(claim, "quick")
     assert len(paper.trials()) == 8 and len(quick.trials()) == 3
     assert len(claim_experiments(claim, "quick", seeds=5)[0].trials()) == 5
     assert claim_experiments(claim, "smoke")[0].base["batches"] == 2
-    with pytest.raises(ValueError, match="unknown size 'huge'; allowed: quick, paper, smoke"):
+    with pytest.raises(ValueError, match="unknown size 'huge'; allowed: quick, standard, paper, smoke"):
         claim_experiments(claim, "huge")
 
 
@@ -170,6 +173,14 @@ def test_packaged_claims():
     for c in claims.values():
         assert c.sizes["quick"]["seeds"] >= 3 and c.sizes["paper"]["seeds"] >= 4
         assert c.sizes["quick"].get("note"), f"{c.id}: quick size must say what it changes"
+        assert c.sizes["standard"]["seeds"] >= 4 and c.sizes["standard"].get("note")
+        # standard runs every comparison of the claim (RNN and LSTM, the non-plastic network, ...)
+        trials = [(e.name, t.options) for e in claim_experiments(c, "standard") for t in e.trials()]
+        for comp in c.comparisons:
+            for term in comp.terms:
+                assert any(all(opts.get(k) == v for k, v in term.where.items() if k != "experiment")
+                           and term.where.get("experiment", name) == name for name, opts in trials), \
+                    f"{c.id}: comparison {comp.name!r} is not run at standard size"
     # the paper's task definitions at quick size: L = 5 with the longest delay, 12 / 6 inputs
     (delay,) = claim_experiments(claims["seq_reproduction_delay"], "quick")
     assert {t.options["delay"] for t in delay.trials()} == {0, 20, 60}
@@ -184,6 +195,7 @@ def test_cli_list_and_bad_id(capsys):
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     assert "cue_reward\n" in out and "gradient-based plasticity reaches a lower MSE than Hebbian" in out
+    assert "    standard    24 runs (4 seeds)" in out  # cue_reward: 3 rules × 2 cells × 4 seeds
     assert main(["reproduce", "cue_reward", "nope", "--out", "/nonexistent/never"]) == 2
     err = capsys.readouterr().err
     assert "unknown claim id(s) 'nope'" in err and "valid ids:" in err and "miconi_near_zero" in err
@@ -202,6 +214,11 @@ def test_smoke_claim_end_to_end(tmp_path, one_thread):
     assert res.runs == res.finished == 4 and res.verdict in ("holds", "fails", "inconclusive")
     report = (root / "report.md").read_text()
     assert "Claim `pattern_memorisation`" in report and res.verdict.upper() in report
+    assert "PIPELINE CHECK, NOT EVIDENCE" in report  # a smoke verdict is never evidence
+    summary = json.loads((root / "result.json").read_text())
+    assert summary["evidence"] is False
+    assert all(math.isfinite(r.summary["test_error"]) for r in (root / "pattern_memorisation").iterdir()
+               for r in [type("R", (), {"summary": json.loads((r / "summary.json").read_text())})])
     assert "plastic error below half the non-plastic" in report
     saved = json.loads((root / "result.json").read_text())
     assert saved["verdict"] == res.verdict and len(saved["comparisons"][0]["conditions"][0]["values"]) == 2
@@ -224,3 +241,108 @@ def test_encoder_pretraining_follows_the_dataset(tmp_path):
     assert path.name == "encoder-cifar-fs-32.pt"
     spec, _ = _encoder_path(load_claims()["cue_reward"], "quick", tmp_path, {"dataset": "x"})
     assert spec == {}  # a claim without pre-training gets none
+
+
+def _rerun_config(root, folder, **changes):
+    d = root / "cr" / folder
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg.update(changes)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def test_only_this_invocations_runs_are_judged(tmp_path):
+    """Stale runs (other batches), extra seeds and stray folders are listed apart, never pooled."""
+    make_runs(tmp_path, {"gradient": [0.050, 0.055, 0.052, 0.30], "none": [0.144, 0.146, 0.143, 0.01]})
+    res = evaluate_claim(synthetic_claim(), tmp_path, "quick")  # 3 seeds: the seed-3 runs are not judged
+    assert res.verdict == "holds" and res.runs == 6
+    assert sorted(p.name for p in res.extra) == ["rule=gradient,seed=3", "rule=none,seed=3"]
+    assert len(evaluate_claim(synthetic_claim(), tmp_path, "quick", seeds=4).comparisons[0].conditions[0].values) == 4
+    _rerun_config(tmp_path, "rule=gradient,seed=1", batches=3)  # a shorter run in a trial's folder
+    _rerun_config(tmp_path, "rule=none,seed=2", threads=1, engine="fast")  # how it ran does not matter
+    res = evaluate_claim(synthetic_claim(), tmp_path, "quick")
+    assert [(p.name, keys) for p, keys in res.stale] == [("rule=gradient,seed=1", ["batches"])]
+    assert res.comparisons[0].conditions[0].values == [0.050, 0.052]
+    assert res.comparisons[0].conditions[1].values == [0.144, 0.146, 0.143]
+    write_claim_report(res)
+    report = (tmp_path / "report.md").read_text()
+    assert "`rule=gradient,seed=1`: made with other batches" in report
+    assert "`rule=gradient,seed=3`: not a trial of this size" in report
+
+
+def test_partial_verdict_says_how_many_ran(tmp_path):
+    claim = synthetic_claim(sizes={s: {"base": {"batches": 10}, "seeds": 3,
+                                       **({"grid": {"rule": ["gradient"]}} if s == "quick" else {})}
+                                   for s in SIZES})
+    make_runs(tmp_path, {"gradient": [0.050, 0.055, 0.052]})
+    res = evaluate_claim(claim, tmp_path, "quick")
+    assert [c.verdict for c in res.comparisons] == ["not run", "holds"]
+    assert res.verdict == "partial" and res.verdict_label == "partial (1 of 2 comparisons run)"
+    write_claim_report(res)
+    assert "PARTIAL (1 OF 2 COMPARISONS RUN)" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "result.json").read_text())["comparisons_run"] == 1
+
+
+def test_reference_score_beside_the_verdicts(tmp_path):
+    make_runs(tmp_path, {"gradient": [0.050, 0.055, 0.052], "none": [0.144, 0.146, 0.143]})
+    for i, d in enumerate(sorted((tmp_path / "cr").iterdir())):  # the test score says the opposite
+        summary = json.loads((d / "summary.json").read_text())
+        summary.update(test_error=0.2 + 0.001 * i if "gradient" in d.name else 0.1 + 0.001 * i,
+                       test_metrics={"error": 0.0})
+        (d / "summary.json").write_text(json.dumps(summary))
+    res = evaluate_claim(synthetic_claim(), tmp_path, "quick")
+    diff = res.comparisons[0]
+    assert diff.verdict == "holds" and diff.alt["test"]["verdict"] == "fails"
+    assert diff.alt["test"]["estimate"] == pytest.approx(0.201 - 0.104, abs=1e-9)
+    assert "test query" not in diff.alt  # no query_error in these summaries
+    write_claim_report(res)
+    assert "]: fails |" in (tmp_path / "report.md").read_text()
+
+
+def test_training_into_another_sizes_folders_is_refused(tmp_path, capsys):
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    data = {"id": "synthetic", "statement": "gradient below none",
+            "experiments": [{"name": "cr", "task": "cue-reward", "grid": {"rule": ["gradient", "none"]}}],
+            "sizes": {s: {"base": {"batches": 10}, "seeds": 3} for s in SIZES},
+            "comparisons": [{"lower": {"rule": "gradient"}, "than": {"rule": "none"}}]}
+    (claims_dir / "s.yaml").write_text(yaml.safe_dump(data))
+    root = tmp_path / "out" / "quick" / "synthetic"
+    make_runs(root, {"gradient": [0.05], "none": [0.14]})
+    _rerun_config(root, "rule=gradient,seed=0", batches=200)
+    code = main(["reproduce", "synthetic", "--claims-dir", str(claims_dir), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a run made with other options (batches=200 (claim: 10))" in err
+    assert not (root / "cr" / "rule=none,seed=1").exists()  # nothing trained
+
+
+def test_failed_trials_make_the_exit_status_nonzero(tmp_path, capsys, monkeypatch):
+    import plasticnet.reproduce as rp
+
+    def failing_claim(claim, out, size, seeds, backend, workers, train, overrides, log):
+        res = evaluate_claim(claim, tmp_path / "none", size, seeds)
+        res.root, res.failed = tmp_path, 12
+        return res
+
+    monkeypatch.setattr(rp, "run_claim", failing_claim)
+    assert main(["reproduce", "cue_reward", "--size", "smoke", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "12 failed" in captured.out and "12 run(s) failed" in captured.err
+
+
+def test_list_shows_the_measured_cost(tmp_path, capsys):
+    make_runs(tmp_path / "quick" / "cue_reward", {"gradient": [0.05]})
+    (tmp_path / "quick" / "cue_reward" / "result.json").write_text(json.dumps({"train_s": 600.0, "finished": 9}))
+    assert main(["reproduce", "--list", "--out", str(tmp_path)]) == 0
+    assert "quick        9 runs (3 seeds); measured 10 min of training for 9 finished runs" in capsys.readouterr().out
+
+
+def test_report_says_whether_training_flattened(tmp_path):
+    from plasticnet.reproduce import last_fifth_fall
+
+    make_runs(tmp_path, {"gradient": [0.05, 0.05, 0.05], "none": [0.199, 0.2, 0.2]})  # logged 0.2 at batch 0
+    res = evaluate_claim(synthetic_claim(), tmp_path, "quick")
+    gradient = res.runs_by_exp["cr"][0]
+    assert last_fifth_fall(gradient) == pytest.approx(1.0)  # all of its improvement came after batch 8 of 10
+    write_claim_report(res)
+    report = (tmp_path / "report.md").read_text()
+    assert "| rule=gradient | 100.0%, 100.0%, 100.0% | **no** |" in report

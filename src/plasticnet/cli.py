@@ -97,9 +97,10 @@ def _eval(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="cue–reward comparison of gradient / Hebbian / non-plastic RNNs (CPU)",
                        description=demo.__doc__.split("\n\n")[1])
-    p.add_argument("--size", choices=sorted(demo.SIZES), default="quick",
-                   help="quick: hidden 64/64/96, 5,000 batches (minutes on a CPU); "
-                        "paper: hidden 256/256/384, 5,000 batches (the reference figure; hours on a CPU)")
+    p.add_argument("--size", choices=list(demo.SIZES), default=demo.DEFAULT_SIZE,
+                   help="figure (default): hidden 128/128/192, 5,000 batches, the reference figure's own "
+                        "configuration (minutes on 2 cores: docs/results/demo.md); quick: hidden 64/64/96; "
+                        "paper: hidden 256/256/384, the paper's size matching in full (about 4x the figure's time)")
     p.add_argument("--batches", type=int, default=None, help="training batches per rule (default: the size's)")
     p.add_argument("--out", default="runs/demo", help="folder of the run folders and the figure")
     p.add_argument("--rules", default=",".join(demo.RULES), help="comma-separated rules (default: all three)")
@@ -336,7 +337,9 @@ def _add_reproduce(sub) -> None:
                        description="Run the papers' findings as claims (plasticnet/claims/*.yaml) through the "
                                    "sweep machinery and write a report per claim plus a summary.")
     p.add_argument("claims", nargs="*", metavar="CLAIM", help="claim ids (default: all; see --list)")
-    p.add_argument("--list", action="store_true", help="list the claims (id and the paper's statement)")
+    p.add_argument("--list", action="store_true",
+                   help="list the claims: id, the paper's statement, runs per size and the training time measured "
+                        "in --out or docs/results")
     p.add_argument("--size", choices=CLAIM_SIZES, default="quick",
                    help="quick: a 2-core CPU in minutes per claim (default); standard: every comparison run, 4 seeds, "
                         "hours per claim on a 2-core CPU; paper: the paper's configuration; smoke: seconds, for tests")
@@ -347,6 +350,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="an option for every run, e.g. engine=kernel or device=cuda (not one a claim varies)")
     p.add_argument("--report-only", action="store_true", help="judge the existing run folders, train nothing")
+    p.add_argument("--write-docs", metavar="DOCS", default=None,
+                   help="train nothing: write DOCS/reproduction.md and DOCS/results/summary.md from the evidence in "
+                        "DOCS/results/<size>/<claim>/ (result.json, why.md)")
     p.add_argument("--claims-dir", default=None, help=argparse.SUPPRESS)  # tests: another claims folder
     p.set_defaults(func=_reproduce)
 
@@ -356,17 +362,29 @@ def _reproduce(args) -> int:
     from .reproduce import load_claims, reproduce
 
     if args.list:
-        for c in load_claims(args.claims_dir).values():
-            print(f"{c.id}\n    {c.statement}")
+        from .reproduce import claim_listing
+
+        roots = [args.out] + (["docs/results"] if Path("docs/results").is_dir() else [])
+        print("\n".join(claim_listing(list(load_claims(args.claims_dir).values()), roots)))
+        return 0
+    if args.write_docs is not None:
+        from .reproduce_docs import write_docs
+
+        for path in write_docs(args.write_docs):
+            print(f"wrote {path}")
         return 0
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    path = reproduce(args.claims, out=args.out, size=args.size, seeds=args.seeds, backend=args.backend,
+    done = reproduce(args.claims, out=args.out, size=args.size, seeds=args.seeds, backend=args.backend,
                      workers=args.workers, overrides=parse_set(args.set or []), report_only=args.report_only,
                      claims_dir=args.claims_dir)
-    print(f"summary: {path}")
+    print(f"summary: {done.summary}")
+    if done.failed:
+        print(f"plasticnet reproduce: {done.failed} run(s) failed (their errors are above); the verdicts "
+              "judge only the runs that finished", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -72,6 +72,11 @@ SIZE_KEYS = ("base", "grid", "zip", "experiments", "seeds", "size_matching", "pr
 EXP_SIZE_KEYS = ("base", "grid", "zip")
 VERDICTS = ("holds", "fails", "inconclusive")
 MIN_SEEDS = 2
+# options that say where or how fast a run was made, not what it computes: a run made with another value
+# of these is still a run of the claim's size (the engines are tested equal; paths differ between machines)
+RUN_ONLY_KEYS = ("threads", "engine_threads", "device", "engine", "pretrained", "data_dir")
+# the scores shown beside the verdict's metric: label, summary path
+ALT_SCORES = (("test", ("test_error",)), ("test query", ("test_metrics", "query_error")))
 
 
 # ------------------------------------------------------------------ claim data
@@ -340,6 +345,7 @@ class ConditionValues:
     values: List[float]
     runs: int
     episodes: List[int]
+    alt: Dict[str, List[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -357,6 +363,7 @@ class ComparisonResult:
     boot_high: float = math.nan
     verdict: str = "not run"
     note: str = ""
+    alt: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
 
 def verdict_of(low: float, high: float, expect: str) -> str:
@@ -372,13 +379,32 @@ def verdict_of(low: float, high: float, expect: str) -> str:
 
 
 def claim_verdict(results: Sequence[ComparisonResult]) -> str:
-    """All run comparisons hold → holds; any fails → fails; else inconclusive (none run → ``not run``)."""
+    """The claim's verdict from its comparisons' verdicts.
+
+    ``fails`` when any comparison run fails; otherwise ``partial`` when some
+    comparisons were not run (a claim never holds on part of its evidence);
+    otherwise ``holds`` when every comparison holds, else ``inconclusive``;
+    ``not run`` when none was run.
+    """
     run = [r.verdict for r in results if r.verdict != "not run"]
     if not run:
         return "not run"
     if "fails" in run:
         return "fails"
+    if len(run) < len(results):
+        return "partial"
     return "holds" if all(v == "holds" for v in run) else "inconclusive"
+
+
+def _summary_value(run, path: Tuple[str, ...]) -> float:
+    """A number of a finished run's summary at ``path`` (nan when absent or not a number)."""
+    value: Any = run.summary if run.finished else None
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _run_metric(run, metric: str) -> float:
@@ -405,16 +431,28 @@ def evaluate_comparison(claim: Claim, comp: Comparison, runs_by_exp: Dict[str, l
                 if _selects(term.where, name, r.config)]
         values = [_run_metric(r, claim.metric) for _, r in runs]
         episodes = sorted({int(r.config.get("val_batches", 0)) * int(r.config.get("batch_size", 0)) for _, r in runs})
-        cv = ConditionValues(term.where, [v for v in values if math.isfinite(v)], len(runs), episodes)
+        alt = {label: [v for v in (_summary_value(r, path) for _, r in runs) if math.isfinite(v)]
+               for label, path in ALT_SCORES}
+        cv = ConditionValues(term.where, [v for v in values if math.isfinite(v)], len(runs), episodes,
+                             {k: v for k, v in alt.items() if v})
         res.conditions.append(cv)
         groups.append(cv.values)
+    if not any(c.runs for c in res.conditions):
+        res.note = "no run of these conditions yet"
+        return res
+    coefs = [t.coef for t in comp.terms]
+    for label, _ in ALT_SCORES:  # the same contrast on the other scores, shown beside (not the verdict's)
+        alt_groups = [c.alt.get(label, []) for c in res.conditions]
+        if all(len(g) >= MIN_SEEDS for g in alt_groups):
+            other = contrast(claim.test, alt_groups, coefs, comp.constant)
+            res.alt[label] = {"estimate": other.estimate, "low": other.low, "high": other.high,
+                              "verdict": verdict_of(other.low, other.high, comp.expect)}
     short = [c for c in res.conditions if len(c.values) < MIN_SEEDS]
     if short:
         res.verdict = "inconclusive"
         res.note = (f"fewer than {MIN_SEEDS} finished runs in "
                     + "; ".join(f"{c.where} ({len(c.values)} of {c.runs})" for c in short))
         return res
-    coefs = [t.coef for t in comp.terms]
     main = contrast(claim.test, groups, coefs, comp.constant)
     boot = bootstrap_contrast(groups, coefs, comp.constant)
     res.estimate, res.low, res.high, res.p_value, res.df = main.estimate, main.low, main.high, main.p_value, main.df
@@ -424,8 +462,57 @@ def evaluate_comparison(claim: Claim, comp: Comparison, runs_by_exp: Dict[str, l
 
 
 @dataclass
+class RunSelection:
+    """Which run folders of a claim's root are judged for one invocation (size and seeds).
+
+    ``used``: experiment → the runs whose configuration equals one of the
+    invocation's trials (folder ``<experiment>/<trial name>``, every trial
+    option equal except :data:`RUN_ONLY_KEYS`); ``stale``: ``(folder, keys)``
+    of trial folders made with other options (e.g. another size's batches),
+    with the differing keys; ``extra``: run folders that are not a trial of
+    this invocation (e.g. seeds beyond ``--seeds``); ``missing``: trials
+    without a folder.
+    """
+
+    used: Dict[str, list]
+    stale: List[Tuple[Path, List[str]]]
+    extra: List[Path]
+    missing: int
+
+
+def config_differences(options: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
+    """The trial options (``options``) a run's ``config`` gives another value, :data:`RUN_ONLY_KEYS` aside."""
+    return [k for k, v in options.items() if k not in RUN_ONLY_KEYS and config.get(k) != v]
+
+
+def select_runs(claim: Claim, root: Union[str, Path], size: str, seeds: Optional[int] = None) -> RunSelection:
+    """The run folders under ``root`` that are this invocation's trials (see :class:`RunSelection`)."""
+    from .report import load_runs
+
+    root = Path(root)
+    used: Dict[str, list] = {}
+    stale, extra, missing = [], [], 0
+    for exp in claim_experiments(claim, size, seeds):
+        folder = root / exp.name
+        runs = {r.path.resolve(): r for r in load_runs(folder)} if folder.is_dir() else {}
+        used[exp.name] = []
+        for trial in exp.trials():
+            run = runs.pop((folder / trial.name).resolve(), None)
+            if run is None:
+                missing += 1
+                continue
+            diff = config_differences(trial.options, run.config)
+            if diff:
+                stale.append((run.path, diff))
+            else:
+                used[exp.name].append(run)
+        extra += sorted(r.path for r in runs.values())
+    return RunSelection(used, stale, extra, missing)
+
+
+@dataclass
 class ClaimResult:
-    """A claim evaluated at one size: its comparisons, verdict and run counts."""
+    """A claim evaluated at one size: its comparisons, verdict, run counts and the runs left out."""
 
     claim: Claim
     size: str
@@ -436,24 +523,46 @@ class ClaimResult:
     train_s: float
     wall_s: float = math.nan
     root: Optional[Path] = None
+    seeds: int = 0
+    stale: List[Tuple[Path, List[str]]] = field(default_factory=list)
+    extra: List[Path] = field(default_factory=list)
+    missing: int = 0
+    failed: int = 0
+    runs_by_exp: Dict[str, list] = field(default_factory=dict)
+
+    @property
+    def comparisons_run(self) -> int:
+        return sum(r.verdict != "not run" for r in self.comparisons)
+
+    @property
+    def verdict_label(self) -> str:
+        """The verdict as a report states it: ``partial`` with how many comparisons ran; smoke size marked."""
+        label = self.verdict
+        if self.verdict == "partial":
+            label = f"partial ({self.comparisons_run} of {len(self.comparisons)} comparisons run)"
+        if self.size == "smoke":
+            label += " — pipeline check, not evidence"
+        return label
 
 
 def evaluate_claim(claim: Claim, root: Union[str, Path], size: str, seeds: Optional[int] = None) -> ClaimResult:
-    """Read the run folders under ``root/<experiment>/`` and judge every comparison."""
-    from .report import load_runs
+    """Judge every comparison on the run folders under ``root/<experiment>/`` that this invocation asked for.
 
+    Only the runs :func:`select_runs` keeps are judged; the others are
+    listed in the result (``stale``, ``extra``) and the report, never pooled.
+    """
     root = Path(root)
     trials = [(e.name, t.options) for e in claim_experiments(claim, size, seeds) for t in e.trials()]
-    runs_by_exp = {}
-    for name in claim.experiment_names():
-        folder = root / name
-        runs_by_exp[name] = load_runs(folder) if folder.is_dir() else []
+    selection = select_runs(claim, root, size, seeds)
+    runs_by_exp = selection.used
     all_runs = [r for rs in runs_by_exp.values() for r in rs]
     results = [evaluate_comparison(claim, c, runs_by_exp, trials) for c in claim.comparisons]
     train_s = sum(float((r.summary or {}).get("elapsed_s", 0.0)) for r in all_runs)
     verdict = claim_verdict(results) if all_runs else "not run"
-    return ClaimResult(claim, size, results, verdict, len(all_runs),
-                       sum(r.finished for r in all_runs), train_s, root=root)
+    n_seeds = seeds if seeds is not None else int(claim.sizes[size].get("seeds", 1))
+    return ClaimResult(claim, size, results, verdict, len(all_runs), sum(r.finished for r in all_runs), train_s,
+                       root=root, seeds=n_seeds, stale=selection.stale, extra=selection.extra,
+                       missing=selection.missing, runs_by_exp=runs_by_exp)
 
 
 # ------------------------------------------------------------------ reports
@@ -490,29 +599,72 @@ def claim_report_lines(result: ClaimResult) -> List[str]:
     claim, spec = result.claim, result.claim.sizes[result.size]
     test = ("Welch's t-interval (Welch–Satterthwaite df) of the contrast over seeds"
             if claim.test == "welch" else "percentile bootstrap interval (10,000 resamples of the seeds)")
-    lines = [f"# Claim `{claim.id}` — {result.verdict.upper()} at size `{result.size}`", "",
+    lines = [f"# Claim `{claim.id}` — {result.verdict_label.upper()} at size `{result.size}`", "",
              f"**Paper:** {claim.statement}", "", f"Source: {claim.source}", "",
              f"Size `{result.size}`: {' '.join(str(spec.get('note', '')).split()) or 'as in the claim file'}.", "",
-             f"Metric: the {claim.metric} validation error of each run (`{claim.metric}_val_error`: the task's "
-             f"error on its held-out episodes); one value per seed. Test: {test}, 95 %; verdict **holds** when "
-             "the interval lies on the expected side of zero, **fails** when on the other side, "
-             "**inconclusive** when it contains zero. Also shown: the bootstrap interval of the same contrast.",
-             "", f"Runs: {result.finished} finished of {result.runs} under `{result.root}`; training time "
-             f"(sum over runs) {result.train_s / 60:.1f} min"
+             f"Metric of the verdict: the {claim.metric} validation error of each run (`{claim.metric}_val_error`: "
+             f"the task's error on its held-out validation episodes); one value per seed. Test: {test}, 95 %; "
+             "verdict **holds** when the interval lies on the expected side of zero, **fails** when on the other "
+             "side, **inconclusive** when it contains zero; a claim with comparisons not run is **partial**. "
+             "Also shown: the bootstrap interval of the same contrast, and the same contrast on the reference's "
+             "score (*test*: the best-validation checkpoint on fixed held-out test episodes, the same for every "
+             "run) and, where the task has one, on the test error of the query steps only (*test query*); these "
+             "do not decide the verdict.",
+             "", f"Runs judged: {result.finished} finished of {result.runs} (seeds 0–{result.seeds - 1}) under "
+             f"`{result.root}`; training time (sum over runs) {result.train_s / 60:.1f} min"
              + (f"; wall time of this invocation {result.wall_s / 60:.1f} min" if math.isfinite(result.wall_s)
-                else "") + ".", "",
-             "| comparison | contrast | conditions: mean ± 95% (n finished/runs) | held-out episodes | "
-             "effect (contrast) [95% interval] | bootstrap 95% | p (two-sided) | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+                else "") + "."
+             + (f" Not yet run: {result.missing} of the size's trials." if result.missing else "")
+             + (f" Failed in this invocation: {result.failed}." if result.failed else ""), ""]
+    if result.stale or result.extra:
+        lines += ["Run folders left out of the verdict (not this invocation's configuration):", ""]
+        lines += [f"- `{p.name}`: made with other {', '.join(keys)}" for p, keys in result.stale]
+        lines += [f"- `{p.name}`: not a trial of this size and seed count" for p in result.extra]
+        lines.append("")
+    lines += ["| comparison | contrast | conditions: mean ± 95% (n finished/runs) | held-out episodes | "
+              "effect (contrast) [95% interval] | bootstrap 95% | p (two-sided) | verdict | "
+              "test: effect [95%] | test query: effect [95%] |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.comparisons:
         conds = "<br>".join(_condition_cell(c) for c in r.conditions) or "—"
         eps = ", ".join(str(e) for c in r.conditions for e in c.episodes) if r.conditions else "—"
         eps = ", ".join(dict.fromkeys(eps.split(", ")))
         verdict = f"**{r.verdict}**" + (f" ({r.note})" if r.note else "")
+        alt = " | ".join(_alt_cell(r.alt.get(label)) for label, _ in ALT_SCORES)
         lines.append(f"| {r.comparison.name} | {_contrast_text(r.comparison)} | {conds} | {eps} | "
                      f"{_num(r.estimate)} [{_num(r.low)}, {_num(r.high)}] | [{_num(r.boot_low)}, "
-                     f"{_num(r.boot_high)}] | {_num(r.p_value, 2)} | {verdict} |")
+                     f"{_num(r.boot_high)}] | {_num(r.p_value, 2)} | {verdict} | {alt} |")
     return lines
+
+
+def _alt_cell(alt: Optional[Dict[str, Any]]) -> str:
+    if not alt:
+        return "—"
+    return f"{_num(alt['estimate'])} [{_num(alt['low'])}, {_num(alt['high'])}]: {alt['verdict']}"
+
+
+FLAT_TOLERANCE = 0.05  # a run whose error fell by more than this over its last fifth of training was still learning
+
+
+def last_fifth_fall(run) -> float:
+    """``(e(0.8·N) − e(N)) / (e(0) − e(N))``: the share of a run's improvement made in its last fifth.
+
+    ``e(b)`` is the validation error logged at the last validation at or
+    before batch ``b`` of the run's ``N`` batches (``metrics.csv``; ``e(0)``
+    the validation before training). Near 0: the curve had flattened; a
+    large share: it was still falling when training stopped. Scaling by the
+    whole improvement keeps a solved task (an error near zero wobbling by its
+    own size) from looking unsettled. nan when the run logged no such values
+    or did not improve at all.
+    """
+    batch, err = run.metrics.get("batch"), run.metrics.get("val_error")
+    if batch is None or err is None or not len(batch):
+        return math.nan
+    n = int(batch[-1])
+    earlier = [e for b, e in zip(batch, err) if b <= 0.8 * n and math.isfinite(e)]
+    if not earlier or not math.isfinite(err[-1]) or not earlier[0] > err[-1]:
+        return math.nan
+    return float((earlier[-1] - err[-1]) / (earlier[0] - err[-1]))
 
 
 def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) -> Path:
@@ -524,8 +676,7 @@ def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) 
     out.mkdir(parents=True, exist_ok=True)
     lines = claim_report_lines(result)
     for name in result.claim.experiment_names():
-        folder = result.root / name
-        runs = rep.load_runs(folder) if folder.is_dir() else []
+        runs = result.runs_by_exp.get(name, [])
         if not runs:
             continue
         keys = rep.condition_keys(runs)
@@ -534,6 +685,19 @@ def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) 
         lines += ["", f"## Experiment `{name}`", "", f"Task {tasks}; {len(runs)} runs. Final and best validation "
                   "error per condition (mean ± 95% t-interval over seeds):", ""]
         lines += rep.condition_table(keys, conditions)
+        lines += ["", "Has training flattened? The share of each run's improvement of the validation error (from "
+                  "the untrained network to the end) made in the last fifth of training, per seed; a condition "
+                  f"whose mean share exceeds {FLAT_TOLERANCE:.0%} was still falling (more batches would change its "
+                  "error):", "",
+                  "| condition | share of the improvement in the last fifth (per seed) | flattened |", "|---|---|---|"]
+        for c in conditions:
+            falls = [last_fifth_fall(r) for r in c.runs if r.finished]
+            falls = [f for f in falls if math.isfinite(f)]
+            label = ", ".join(f"{k}={v}" for k, v in zip(keys, c.values)) or "all runs"
+            if falls:
+                mean = sum(falls) / len(falls)
+                lines.append(f"| {label} | {', '.join(f'{f:.1%}' for f in falls)} | "
+                             f"{'yes' if mean <= FLAT_TOLERANCE else '**no**'} |")
         try:
             fig_list = figs.group_figures(keys, conditions, out / "figures", name)
         except ImportError:  # matplotlib is optional
@@ -551,17 +715,25 @@ def result_dict(result: ClaimResult) -> Dict[str, Any]:
     def clean(x):
         return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
+    spec = result.claim.sizes[result.size]
     return {"claim": result.claim.id, "size": result.size, "verdict": result.verdict,
-            "statement": result.claim.statement, "test": result.claim.test, "metric": result.claim.metric,
-            "runs": result.runs, "finished": result.finished, "train_s": clean(result.train_s),
-            "wall_s": clean(result.wall_s),
+            "verdict_label": result.verdict_label, "evidence": result.size != "smoke",
+            "statement": result.claim.statement, "source": result.claim.source,
+            "size_note": " ".join(str(spec.get("note", "")).split()), "seeds": result.seeds,
+            "test": result.claim.test, "metric": result.claim.metric,
+            "comparisons_run": result.comparisons_run, "comparisons_total": len(result.comparisons),
+            "runs": result.runs, "finished": result.finished, "missing": result.missing, "failed": result.failed,
+            "left_out": [p.name for p, _ in result.stale] + [p.name for p in result.extra],
+            "train_s": clean(result.train_s), "wall_s": clean(result.wall_s),
             "comparisons": [{"name": r.comparison.name, "contrast": _contrast_text(r.comparison),
                              "verdict": r.verdict, "note": r.note, "estimate": clean(r.estimate),
                              "low": clean(r.low), "high": clean(r.high), "p_value": clean(r.p_value),
                              "df": clean(r.df), "bootstrap_low": clean(r.boot_low),
                              "bootstrap_high": clean(r.boot_high),
+                             "alt": {k: {kk: clean(vv) if kk != "verdict" else vv for kk, vv in v.items()}
+                                     for k, v in r.alt.items()},
                              "conditions": [{"where": c.where, "values": c.values, "runs": c.runs,
-                                             "episodes": c.episodes} for c in r.conditions]}
+                                             "episodes": c.episodes, "alt": c.alt} for c in r.conditions]}
                             for r in result.comparisons]}
 
 
@@ -574,7 +746,7 @@ def write_summary(results: Sequence[ClaimResult], out: Union[str, Path]) -> Path
     for res in results:
         comps = "<br>".join(f"{r.comparison.name}: {_num(r.estimate)} [{_num(r.low)}, {_num(r.high)}]: {r.verdict}"
                             for r in res.comparisons)
-        lines.append(f"| `{res.claim.id}` | {res.size} | **{res.verdict}** | {comps} | {res.finished}/{res.runs} | "
+        lines.append(f"| `{res.claim.id}` | {res.size} | **{res.verdict_label}** | {comps} | {res.finished}/{res.runs} | "
                      f"{res.train_s / 60:.1f} min |")
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
@@ -626,18 +798,21 @@ def run_claim(claim: Claim, out: Union[str, Path], size: str = "quick", seeds: O
     t0 = time.time()
     if train:
         root.mkdir(parents=True, exist_ok=True)
-    extra = _pretrain(claim, size, root, overrides or {}, train, log)
-    experiments = claim_experiments(claim, size, seeds, {**extra, **(overrides or {})})
-    for exp in experiments:  # every trial's options checked before anything trains
-        plan(exp, root)
+    failed = 0
     if train:
+        extra = _pretrain(claim, size, root, overrides or {}, train, log)
+        experiments = claim_experiments(claim, size, seeds, {**extra, **(overrides or {})})
+        for exp in experiments:  # every trial's options checked before anything trains
+            plan(exp, root)
         for exp in experiments:
-            outcomes = run_sweep(exp, root, backend=backend, workers=workers, analyze=False, log=log)
+            outcomes = run_sweep(exp, root, backend=backend, workers=workers, analyze=True, log=log)
             for o in outcomes:
                 if o.status == "failed":
+                    failed += 1
                     log(f"{claim.id}: run {o.run_dir} failed: {o.error.splitlines()[0] if o.error else ''}")
     result = evaluate_claim(claim, root, size, seeds)
     result.wall_s = time.time() - t0 if train else math.nan
+    result.failed = failed
     write_claim_report(result)
     return result
 
@@ -662,10 +837,65 @@ def check_claims(claims: Sequence[Claim], size: str, seeds: Optional[int] = None
                     raise ValueError(f"claim {c.id!r}, experiment {exp.name!r}, trial {trial.name}: {err}") from None
 
 
+def claim_listing(claims: Sequence[Claim], roots: Sequence[Union[str, Path]] = ()) -> List[str]:
+    """Lines of ``reproduce --list``: each claim's id, statement and, per size, its runs and measured cost.
+
+    The cost is read from the first ``<root>/<size>/<claim id>/result.json``
+    found under ``roots`` (e.g. ``--out``, and ``docs/results`` in a clone):
+    the training time summed over its runs and how many finished.
+    """
+    lines = []
+    for c in claims:
+        lines += [c.id, f"    {c.statement}"]
+        for size in SIZES:
+            runs = sum(len(e.trials()) for e in claim_experiments(c, size))
+            seeds = c.sizes[size].get("seeds", 1)
+            text = f"    {size:9s} {runs:4d} runs ({seeds} seeds)"
+            for root in roots:
+                path = Path(root) / size / c.id / "result.json"
+                try:
+                    data = json.loads(path.read_text())
+                    text += (f"; measured {float(data['train_s']) / 60:.0f} min of training for "
+                             f"{data['finished']} finished runs ({path.parent})")
+                    break
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+            lines.append(text)
+    return lines
+
+
+def check_run_folders(claim: Claim, out: Union[str, Path], size: str, seeds: Optional[int] = None,
+                      overrides: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse (``ValueError``) to train into trial folders made with other options.
+
+    A trial's folder under ``out/<size>/<claim id>/`` that holds a run whose
+    ``config.yaml`` differs from the trial (more batches than asked, say)
+    would be skipped as finished and judged as another run; the message names
+    the folder and the differing options. What a resumed run may change
+    (``RESUME_MAY_CHANGE``: more batches, another engine, ...) is allowed:
+    the run is continued to the trial's options. Run before anything trains.
+    """
+    from .runfolder import RESUME_MAY_CHANGE, read_config
+
+    root = Path(out) / size / claim.id
+    for exp in claim_experiments(claim, size, seeds, overrides):
+        for trial in exp.trials():
+            folder = root / exp.name / trial.name
+            if not (folder / "config.yaml").is_file():
+                continue
+            config = read_config(folder)
+            diff = [k for k in config_differences(trial.options, config)
+                    if k not in RESUME_MAY_CHANGE or (k == "batches" and config.get(k, 0) > trial.options[k])]
+            if diff:
+                shown = ", ".join(f"{k}={config.get(k)!r} (claim: {trial.options[k]!r})" for k in diff[:4])
+                raise ValueError(f"claim {claim.id!r}: {folder} holds a run made with other options ({shown}); "
+                                 f"use another --out for size {size!r}, or move that folder away")
+
+
 def reproduce(ids: Sequence[str] = (), out: Union[str, Path] = "runs/reproduce", size: str = "quick",
               seeds: Optional[int] = None, backend: str = "local", workers: Optional[int] = None,
               overrides: Optional[Dict[str, Any]] = None, report_only: bool = False,
-              claims_dir: Union[str, Path, None] = None, log: Callable[[str], None] = print) -> Path:
+              claims_dir: Union[str, Path, None] = None, log: Callable[[str], None] = print) -> "ReproduceResult":
     """What ``plasticnet reproduce`` does: run and judge the claims ``ids`` (default: all), write the summary.
 
     Every chosen claim is checked first (:func:`check_claims`); then each is
@@ -676,30 +906,49 @@ def reproduce(ids: Sequence[str] = (), out: Union[str, Path] = "runs/reproduce",
     ``claims_dir``: another folder of claim files (default: the shipped ones).
     The summary (``out/<size>/summary.md``, ``summary.json``) lists the
     chosen claims and, when only some were chosen, keeps the rows of the
-    others that have run folders there. Returns the summary's path.
+    others that have run folders there. Returns a :class:`ReproduceResult`
+    (the summary's path, the results, how many trials failed).
     """
     claims = load_claims(claims_dir)
     chosen = select_claims(ids, claims)
     check_positive_int("seeds", seeds, allow_none=True)
     check_positive_int("workers", workers, allow_none=True)
     check_claims(chosen, size, seeds, overrides)
+    if not report_only:
+        for c in chosen:
+            check_run_folders(c, out, size, seeds, overrides)
     results = []
     for c in chosen:
         if report_only and not (Path(out) / size / c.id).is_dir():
             log(f"{c.id}: not run (no run folders under {Path(out) / size / c.id})")
             continue
         res = run_claim(c, out, size, seeds, backend, workers, train=not report_only, overrides=overrides, log=log)
-        log(f"{c.id}: {res.verdict} ({res.finished}/{res.runs} runs finished; report {res.root / 'report.md'})")
+        failed = f", {res.failed} failed" if res.failed else ""
+        log(f"{c.id}: {res.verdict_label} ({res.finished}/{res.runs} runs finished{failed}; "
+            f"report {res.root / 'report.md'})")
         results.append(res)
     summary_dir = Path(out) / size
-    if not ids:
-        return write_summary(results, summary_dir)
-    # keep the other claims' rows: re-evaluate every claim that has run folders here
-    known = [evaluate_claim(c, summary_dir / c.id, size, seeds) for c in claims.values()
-             if (summary_dir / c.id).is_dir() and c.id not in ids]
-    return write_summary(known + results, summary_dir)
+    known = []
+    if ids:  # keep the other claims' rows: re-evaluate every claim that has run folders here
+        known = [evaluate_claim(c, summary_dir / c.id, size, seeds) for c in claims.values()
+                 if (summary_dir / c.id).is_dir() and c.id not in ids]
+    return ReproduceResult(write_summary(known + results, summary_dir), results)
 
 
-__all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "Term", "check_claims", "claim_experiments",
+@dataclass
+class ReproduceResult:
+    """What :func:`reproduce` did: the summary's path and the chosen claims' results."""
+
+    summary: Path
+    claims: List[ClaimResult]
+
+    @property
+    def failed(self) -> int:
+        """Trials that failed in this invocation, over all chosen claims."""
+        return sum(r.failed for r in self.claims)
+
+
+__all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "ReproduceResult", "RunSelection", "Term",
+           "check_claims", "check_run_folders", "claim_experiments", "claim_listing", "config_differences", "select_runs",
            "claim_verdict", "evaluate_claim", "load_claims", "parse_claim", "reproduce", "run_claim", "select_claims",
            "verdict_of", "write_claim_report", "write_summary", "SIZES"]
