@@ -221,7 +221,7 @@ def test_sized_constructors_refused_without_allocating(tmp_path):
                  b"cnumpy\nndarray\nJ" + struct.pack("<i", 10**7) + b"\x85\x85R."):
         (tmp_path / "p.pickle").write_bytes(b"\x80\x02" + body)
         assert len(body) < 40
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=str(tmp_path / "p.pickle")):
             safe_load(tmp_path / "p.pickle")
 
 

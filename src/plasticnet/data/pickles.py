@@ -125,8 +125,10 @@ def safe_load(path) -> object:
     with open(path, "rb") as f:
         try:
             return RestrictedUnpickler(io.BufferedReader(f), source=str(path)).load()
-        except UnsafePickleError:
-            raise
+        except UnsafePickleError as err:
+            if str(path) in str(err):
+                raise
+            raise UnsafePickleError(f"{path}: {err}") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
                 MemoryError, UnicodeDecodeError) as err:  # truncated or not a pickle
             size = path.stat().st_size
