@@ -139,12 +139,21 @@ def test_run_without_a_checkpoint_starts_again_with_new_options(tmp_path, capsys
     assert len(read_metrics(tmp_path)["batch"]) == 2  # the old run's metrics are gone, not mixed in
 
 
-def test_too_large_a_run_is_refused_before_its_folder_is_made(tmp_path, capsys):
-    for option in ("batch_size=100000000", "hidden_size=20000", "hidden_size=1000000000"):
+def test_too_large_a_run_is_refused_before_its_folder_is_made(tmp_path, capsys, monkeypatch):
+    # sizes that fail at once (no gradual growth) where they are not refused
+    for option in ("batch_size=100000000", "hidden_size=1000000000"):
         assert main(["train", "cue-reward", "--run-dir", str(tmp_path / "run"), "--quiet", "--set", option]) == 2
         err = capsys.readouterr().err
         assert option.split("=")[0] in err and option.split("=")[1] in err and "Traceback" not in err
         assert not (tmp_path / "run").exists()
+    # a model that fits the machine but not the (pretended) free memory: refused naming hidden_size
+    import plasticnet.memory
+
+    monkeypatch.setattr(plasticnet.memory, "available_memory", lambda device="cpu": 10**7)
+    assert main(["train", "cue-reward", "--run-dir", str(tmp_path / "run"), "--rule", "none", "--batches", "1",
+                 "--quiet", "--set", "hidden_size=600", "--set", "val_batches=1"]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_size=600" in err and "10 MB of memory is free" in err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("under, message", [
