@@ -108,7 +108,12 @@ class PlasticRNNCell(_PlasticCell):
     def step(self, x: Tensor, h: Tensor, c: Optional[Tensor] = None,
              fast_h: Optional[FastWeights] = None, fast_i: Optional[FastWeights] = None) -> CellOutput:
         """``CellOutput(h_t, None, post = h_t)`` (see :meth:`_PlasticCell.step`)."""
-        h_new = torch.relu(self.preactivation(x, h, fast_h, fast_i))
+        return self.activate(self.preactivation(x, h, fast_h, fast_i), c)
+
+    @staticmethod
+    def activate(gates: Tensor, c: Optional[Tensor] = None) -> CellOutput:
+        """``h_t = relu(gates)``: the cell's nonlinearity on its preactivation ``gates (B, H)``."""
+        h_new = torch.relu(gates)
         return CellOutput(h_new, None, h_new)
 
     def forward(self, input: Tensor, state: Optional[Tensor] = None,
@@ -135,7 +140,11 @@ class PlasticLSTMCell(_PlasticCell):
     def step(self, x: Tensor, h: Tensor, c: Optional[Tensor] = None,
              fast_h: Optional[FastWeights] = None, fast_i: Optional[FastWeights] = None) -> CellOutput:
         """``CellOutput(h_t, c_t, post = [σ(i), σ(f), tanh(g), σ(o)])`` (see :meth:`_PlasticCell.step`)."""
-        gates = self.preactivation(x, h, fast_h, fast_i)
+        return self.activate(self.preactivation(x, h, fast_h, fast_i), c)
+
+    @staticmethod
+    def activate(gates: Tensor, c: Optional[Tensor] = None) -> CellOutput:
+        """``c_t = σ(f)·c + σ(i)·tanh(g)``, ``h_t = σ(o)·tanh(c_t)`` from the preactivation ``gates (B, 4H)``."""
         i, f, g, o = gates.chunk(4, dim=-1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c_new = f * c + i * g
