@@ -112,3 +112,18 @@ def describe_type(kind: Any) -> str:
 
 __all__ = ["check_choice", "check_known", "check_nonnegative", "check_nonnegative_int", "check_positive",
            "check_positive_int", "check_range", "describe_type", "is_int"]
+
+
+# ---------------------------------------------------------------- model options (PlasticRNN)
+def check_bool(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``True`` or ``False`` (a string such as ``'no'`` is not)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_finite(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number (not nan or ±inf)."""
+    check_range(name, value)
+
+
+__all__ += ["check_bool", "check_finite"]
