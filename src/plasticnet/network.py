@@ -53,7 +53,12 @@ FUNC_TRANSFORM_RULES = {"fast": rules.RULES, "reference": ("hebbian", "none"), "
 
 
 def _func_wrapped(t: Tensor) -> bool:
-    """Whether ``t`` is inside a ``torch.func`` transform (a batched or grad-tracking functorch tensor)."""
+    """Whether ``t`` is inside a ``torch.func`` transform (a batched or grad-tracking functorch tensor).
+
+    Not asked while ``torch.compile`` traces (dynamo cannot trace the question; a graph break would warn).
+    """
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
