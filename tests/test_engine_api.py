@@ -197,7 +197,8 @@ def test_torch_compile_equals_eager_without_warnings(engine, capfd):
     assert net.out_fc.weight.grad is not None
 
 
-@pytest.mark.parametrize("make", [lambda: PlasticRNN(3, 6, 2), lambda: PlasticRNN(3, 6, 2).cell.h_fc])
+@pytest.mark.parametrize("make", [lambda: PlasticRNN(3, 6, 2), lambda: PlasticRNN(3, 6, 2).cell,
+                                  lambda: PlasticRNN(3, 6, 2, cell="rnn").cell.h_fc])
 def test_torchscript_is_refused_naming_torch_compile(make):
     with pytest.raises(RuntimeError, match=r"use torch.compile\(model\) instead"):
         torch.jit.script(make())
@@ -206,6 +207,8 @@ def test_torchscript_is_refused_naming_torch_compile(make):
 def test_torch_jit_trace_is_refused_naming_torch_compile():
     with pytest.raises(RuntimeError, match=r"use torch.compile\(model\) instead"):
         torch.jit.trace(PlasticRNN(3, 6, 2, engine="fast"), (torch.rand(2, 4, 3),))
+    with pytest.raises(RuntimeError, match=r"use torch.compile\(model\) instead"):
+        torch.jit.trace(PlasticRNN(3, 6, 2).cell, (torch.rand(2, 6),))
 
 
 def test_numba_compilation_is_announced_once(tmp_path):

@@ -20,7 +20,7 @@ from typing import Mapping, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import FastWeights, PlasticLinear, check_positive_int
+from .layers import FastWeights, NoTorchScript, PlasticLinear, check_positive_int
 
 CELLS = ("rnn", "lstm")
 FAST_KEYS = frozenset({"in_fc", "h_fc", "i_fc", "out_fc"})  # a network's fast weights may be passed whole
@@ -40,7 +40,7 @@ class CellOutput(NamedTuple):
     post: Tensor
 
 
-class _PlasticCell(nn.Module):
+class _PlasticCell(NoTorchScript, nn.Module):
     gate_multiplier = 1
     default_init_scale = 1.0
 
@@ -56,6 +56,7 @@ class _PlasticCell(nn.Module):
         kw = dict(plastic=plastic, plastic_bias=plastic_bias, inner_lr_mode=inner_lr_mode, init_scale=scale)
         self.h_fc = PlasticLinear(hidden_size, out, **kw)
         self.i_fc = PlasticLinear(input_size, out, **kw)
+        self.register_forward_pre_hook(NoTorchScript._refuse_trace)  # torch.jit.trace: say what to use
 
     def preactivation(self, x: Tensor, h: Tensor, fast_h: Optional[FastWeights],
                       fast_i: Optional[FastWeights]) -> Tensor:
