@@ -13,6 +13,7 @@ import torch
 
 from plain_step import plain_step, random_state
 from plasticnet import PlasticRNN, rules
+from plasticnet.engine.base import dynamics, hebbian_pre_post
 
 TOL = dict(atol=1e-12, rtol=1e-10)
 
@@ -77,8 +78,8 @@ def test_hebbian_pre_post_per_layer():
         net = make("hebbian", cell, layernorm=True)
         state = random_state(net, 2)
         u = torch.rand(2, 5, dtype=torch.float64)
-        v = net.dynamics(u, state.h, state.c, state.fast)
-        pp = net.hebbian_pre_post(u, state.h, v)
+        v = dynamics(net.spec(), u, state.h, state.c, state.fast)
+        pp = hebbian_pre_post(net.spec(), u, state.h, v)
         assert torch.equal(pp["in_fc"][0], u) and torch.equal(pp["in_fc"][1], v.x)
         assert (v.x >= 0).all()
         assert torch.equal(pp["h_fc"][0], state.h) and torch.equal(pp["i_fc"][0], v.x)
@@ -132,7 +133,7 @@ def test_decay_and_modulation_scale_fast_weights():
     state = random_state(net, 2)
     u = torch.rand(2, 5, dtype=torch.float64)
     new_state = net.step(u, state)[1]
-    z = net.dynamics(u, state.h, state.c, state.fast).z
+    z = dynamics(net.spec(), u, state.h, state.c, state.fast).z
     m = 2 * torch.sigmoid(z[:, -1])
     assert not torch.allclose(m, torch.ones_like(m))
     new = net.fast_weights(new_state)

@@ -27,6 +27,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 import torch
 
+from . import rules
 from .network import PlasticRNN
 from .runfolder import load_run, save_npz_atomic
 
@@ -44,7 +45,9 @@ def episode_trace(model: PlasticRNN, inputs: torch.Tensor) -> Dict[str, torch.Te
     if not trace:
         return {}
     m, s = trace["modulation"], trace["clip_scale"]
-    return {"modulation": m, "inner_lr": model.inner_lr * m, "effective_lr": model.inner_lr * m * s,
+    inner_lr, _ = rules.rate_and_decay(m, 1.0, model.inner_lr, model.inner_decay)  # η_t before the clip
+    effective_lr, _ = rules.rate_and_decay(m, s, model.inner_lr, model.inner_decay)
+    return {"modulation": m, "inner_lr": inner_lr, "effective_lr": effective_lr,
             "clip_scale": s, "fast_norm": trace["fast_norm"]}
 
 

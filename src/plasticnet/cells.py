@@ -20,7 +20,7 @@ from typing import Mapping, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import FastWeights, PlasticLinear, check_positive_int
+from .layers import FastWeights, NoTorchScript, PlasticLinear, check_positive_int
 
 CELLS = ("rnn", "lstm")
 FAST_KEYS = frozenset({"in_fc", "h_fc", "i_fc", "out_fc"})  # a network's fast weights may be passed whole
@@ -40,7 +40,7 @@ class CellOutput(NamedTuple):
     post: Tensor
 
 
-class _PlasticCell(nn.Module):
+class _PlasticCell(NoTorchScript, nn.Module):
     gate_multiplier = 1
     default_init_scale = 1.0
 
@@ -56,6 +56,7 @@ class _PlasticCell(nn.Module):
         kw = dict(plastic=plastic, plastic_bias=plastic_bias, inner_lr_mode=inner_lr_mode, init_scale=scale)
         self.h_fc = PlasticLinear(hidden_size, out, **kw)
         self.i_fc = PlasticLinear(input_size, out, **kw)
+        self.register_forward_pre_hook(NoTorchScript._refuse_trace)  # torch.jit.trace: say what to use
 
     def preactivation(self, x: Tensor, h: Tensor, fast_h: Optional[FastWeights],
                       fast_i: Optional[FastWeights]) -> Tensor:
@@ -108,7 +109,12 @@ class PlasticRNNCell(_PlasticCell):
     def step(self, x: Tensor, h: Tensor, c: Optional[Tensor] = None,
              fast_h: Optional[FastWeights] = None, fast_i: Optional[FastWeights] = None) -> CellOutput:
         """``CellOutput(h_t, None, post = h_t)`` (see :meth:`_PlasticCell.step`)."""
-        h_new = torch.relu(self.preactivation(x, h, fast_h, fast_i))
+        return self.activate(self.preactivation(x, h, fast_h, fast_i), c)
+
+    @staticmethod
+    def activate(gates: Tensor, c: Optional[Tensor] = None) -> CellOutput:
+        """``h_t = relu(gates)``: the cell's nonlinearity on its preactivation ``gates (B, H)``."""
+        h_new = torch.relu(gates)
         return CellOutput(h_new, None, h_new)
 
     def forward(self, input: Tensor, state: Optional[Tensor] = None,
@@ -135,7 +141,11 @@ class PlasticLSTMCell(_PlasticCell):
     def step(self, x: Tensor, h: Tensor, c: Optional[Tensor] = None,
              fast_h: Optional[FastWeights] = None, fast_i: Optional[FastWeights] = None) -> CellOutput:
         """``CellOutput(h_t, c_t, post = [σ(i), σ(f), tanh(g), σ(o)])`` (see :meth:`_PlasticCell.step`)."""
-        gates = self.preactivation(x, h, fast_h, fast_i)
+        return self.activate(self.preactivation(x, h, fast_h, fast_i), c)
+
+    @staticmethod
+    def activate(gates: Tensor, c: Optional[Tensor] = None) -> CellOutput:
+        """``c_t = σ(f)·c + σ(i)·tanh(g)``, ``h_t = σ(o)·tanh(c_t)`` from the preactivation ``gates (B, 4H)``."""
         i, f, g, o = gates.chunk(4, dim=-1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c_new = f * c + i * g

@@ -59,7 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_bool, check_choice, check_positive_int, check_range
-from .engine.factored import factored_read
+from .engine import factored_read
 
 RULES = ("none", "trace", "trace-learned", "oja", "neuromod", "neuromod-retro")  # the family's rules
 TRACE_RULES = tuple(r for r in RULES if r != "none")  # the rules with a Hebbian trace

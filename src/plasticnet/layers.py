@@ -22,6 +22,22 @@ from torch import Tensor, nn
 from .checks import check_choice, check_positive_int  # noqa: F401  (re-exported: engine/, network use them)
 
 INNER_LR_MODES = ("random", "uniform", "neg_uniform", "none")
+JIT_MESSAGE = ("plasticnet's modules do not support TorchScript (torch.jit.script / torch.jit.trace): their state "
+               "and fast weights are Python structures, and the kernel engine runs compiled code outside torch; "
+               "use torch.compile(model) instead")
+
+
+class NoTorchScript:
+    """Mixin of the package's modules: ``torch.jit.script`` and ``torch.jit.trace`` refuse them with
+    :data:`JIT_MESSAGE` (rather than failing deep inside TorchScript); ``torch.compile`` works."""
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(JIT_MESSAGE)
+
+    def _refuse_trace(self, *_):
+        """A forward pre-hook: ``torch.jit.trace`` stops at the first call."""
+        if torch.jit.is_tracing():
+            raise RuntimeError(JIT_MESSAGE)
 
 
 class FastWeights(NamedTuple):
@@ -44,6 +60,18 @@ class FastWeights(NamedTuple):
         return torch.bmm(self.w, d.unsqueeze(-1)).squeeze(-1)
 
 
+def linear(x: Tensor, weight: Tensor, bias: Tensor, fast=None) -> Tensor:
+    """``y = x (W + F) + (b + f)``: ``x (B, in)`` → ``(B, out)``; ``fast`` anything with ``read(x) = x F + f``."""
+    y = x @ weight + bias
+    return y if fast is None else y + fast.read(x)
+
+
+def linear_t(d: Tensor, weight: Tensor, fast=None) -> Tensor:
+    """``d (W + F)ᵀ``: a gradient ``d (B, out)`` at the output sent to the input ``(B, in)``."""
+    y = d @ weight.t()
+    return y if fast is None else y + fast.read_t(d)
+
+
 def init_inner_lr(shape, mode: str) -> Optional[nn.Parameter]:
     """Connection-wise inner rate ``Λ`` initialised by ``mode``.
 
@@ -58,7 +86,7 @@ def init_inner_lr(shape, mode: str) -> Optional[nn.Parameter]:
     return nn.Parameter(torch.full(shape, 1.0 if mode == "uniform" else -1.0))
 
 
-class PlasticLinear(nn.Module):
+class PlasticLinear(NoTorchScript, nn.Module):
     """``y = x @ (W + F) + (b + f)`` with per-sample fast weights ``F, f``.
 
     Args:
@@ -96,15 +124,12 @@ class PlasticLinear(nn.Module):
         self.lr_bias = init_inner_lr((out_features,), inner_lr_mode) if self.plastic_bias else None
 
     def forward(self, x: Tensor, fast: Optional[FastWeights] = None) -> Tensor:
-        y = x @ self.weight + self.bias  # (B, out)
-        if fast is not None:  # FastWeights, or an engine's reader with the same read()
-            y = y + fast.read(x)
-        return y
+        """``x (B, in)`` → ``(B, out)``; ``fast``: ``FastWeights``, or an engine's reader with the same ``read()``."""
+        return linear(x, self.weight, self.bias, fast)
 
     def backward_input(self, d: Tensor, fast=None) -> Tensor:
         """``d (W + F)ᵀ``: the gradient ``d (B, out)`` at the output sent to the input ``(B, in)``."""
-        y = d @ self.weight.t()
-        return y if fast is None else y + fast.read_t(d)
+        return linear_t(d, self.weight, fast)
 
     def zero_fast(self, batch_size: int, device=None, dtype=None) -> FastWeights:
         """Fast weights at the start of an episode: all zeros."""

@@ -28,23 +28,37 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from . import rules
-from .cells import CELL_CLASSES, CELLS, CellOutput
-from .checks import check_choice, check_nonnegative_int, check_positive, check_positive_int
-from .engine import ENGINE_CHOICES, get_engine, resolve_engine
-from .layers import INNER_LR_MODES, FastWeights, PlasticLinear
+from .cells import CELL_CLASSES, CELLS
+from .checks import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+)
+from .engine import ENGINE_CHOICES, Engine, get_engine, is_engine, resolve_engine
+from .engine.base import LayerParams, NetSpec, check_state, plain_step
+from .layers import INNER_LR_MODES, FastWeights, NoTorchScript, PlasticLinear
 
 FUNC_TRANSFORM_RULES = {"fast": rules.RULES, "reference": ("hebbian", "none"), "kernel": ("none",)}
 """The rules each engine runs under ``torch.func`` transforms (``vmap`` over stacked models, ``grad``, ...)."""
 
 
 def _func_wrapped(t: Tensor) -> bool:
-    """Whether ``t`` is inside a ``torch.func`` transform (a batched or grad-tracking functorch tensor)."""
+    """Whether ``t`` is inside a ``torch.func`` transform (a batched or grad-tracking functorch tensor).
+
+    Not asked while ``torch.compile`` traces (dynamo cannot trace the question; a graph break would warn).
+    """
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
@@ -70,16 +84,10 @@ class PlasticState(NamedTuple):
     fast: Optional[object]
 
 
-class StepValues(NamedTuple):
-    """Intermediate values of one step: ``x (B, H)`` input-layer output, the
-    cell's :class:`CellOutput`, ``h_next (B, H)`` (after LayerNorm), ``c``,
-    and ``z (B, D)`` the full output of ``out_fc``."""
-
-    x: Tensor
-    cell: CellOutput
-    h_next: Tensor
-    c: Optional[Tensor]
-    z: Tensor
+@torch.compiler.disable
+def _opaque(fn, *args):
+    """``fn(*args)`` as one graph break under ``torch.compile`` (an engine that runs compiled code of its own)."""
+    return fn(*args)
 
 
 def matched_hidden_size(rule: str, cell: str, base: int = 128) -> int:
@@ -94,7 +102,7 @@ def matched_hidden_size(rule: str, cell: str, base: int = 128) -> int:
     return size * 2 if cell == "rnn" else size
 
 
-class PlasticRNN(nn.Module):
+class PlasticRNN(NoTorchScript, nn.Module):
     """in_fc → plastic RNN/LSTM cell → out_fc, with fast weights (SPEC §1).
 
     Args (defaults are the reference's):
@@ -126,6 +134,9 @@ class PlasticRNN(nn.Module):
             fast weights, autograd for the gradient rule: the oracle). All
             compute the same numbers (``tests/test_kernel_engine.py``,
             ``tests/test_fast_engine.py``). ``net.engine`` names the engine in use.
+            Also a configured engine object (``plasticnet.engine.Engine``,
+            e.g. ``KernelEngine(engine_threads=2)``); ``torch.compile`` works
+            with every engine (the kernel's loops are one graph break), TorchScript with none.
         chunk_size: the fast engine's steps between folds of its factored
             history into a materialised ``F`` (``None``: never fold).
         engine_threads: the kernel engine's threads over the batch (``None``:
@@ -156,7 +167,7 @@ class PlasticRNN(nn.Module):
         cell_init_scale: Optional[float] = None,
         input_layer: bool = True,
         batch_first: bool = True,
-        engine: str = "auto",
+        engine: Union[str, Engine] = "auto",
         chunk_size: Optional[int] = 32,
         engine_threads: Optional[int] = None,
     ):
@@ -167,8 +178,17 @@ class PlasticRNN(nn.Module):
         check_choice("cell", cell, CELLS)
         check_choice("rule", rule, rules.RULES)
         check_choice("inner_lr_mode", inner_lr_mode, INNER_LR_MODES)
-        check_choice("engine", engine, ENGINE_CHOICES)
+        if not is_engine(engine):
+            check_choice("engine", engine, ENGINE_CHOICES)
         check_nonnegative_int("extra_dim", extra_dim)
+        check_bool("modulation", modulation)
+        check_bool("layernorm", layernorm)
+        check_bool("input_layer", input_layer)
+        check_bool("batch_first", batch_first)
+        check_finite("inner_lr", inner_lr)
+        check_nonnegative("inner_decay", inner_decay)
+        check_positive("init_scale", init_scale)
+        check_positive("cell_init_scale", cell_init_scale, allow_none=True)
         check_positive("inner_clip", inner_clip)
         check_positive("inner_loss_scale", inner_loss_scale)
         check_positive("weight_clip", weight_clip, allow_none=True)
@@ -194,16 +214,36 @@ class PlasticRNN(nn.Module):
         self.layernorm = nn.LayerNorm(hidden_size) if layernorm else None
         self.out_fc = PlasticLinear(hidden_size, self.full_output_size, init_scale=init_scale, **kw)
         self.omega = nn.Parameter(torch.ones(self.full_output_size)) if rule == "gradient" else None
-        self.engine_choice, self.engine_options = engine, dict(chunk_size=chunk_size, engine_threads=engine_threads)
-        self.engine = resolve_engine(engine, self.out_fc.weight.device.type)
-        self._engine = get_engine(self.engine, **self.engine_options)
+        self.engine_options = dict(chunk_size=chunk_size, engine_threads=engine_threads)
+        self.engine_choice = engine
+        self._set_engine(resolve_engine(engine, self.out_fc.weight.device.type) if isinstance(engine, str)
+                         else engine)
+
+    def _set_engine(self, engine) -> None:
+        """Use ``engine`` (a registry name or an engine object); ``net.engine`` names it."""
+        self._engine = get_engine(engine, **self.engine_options) if isinstance(engine, str) else engine
+        self.engine = self._engine.name
 
     def _use_engine_for(self, x: Tensor) -> None:
         """With ``engine="auto"``, switch to the engine for ``x``'s device (``net.engine`` names it)."""
         if self.engine_choice == "auto":
             name = resolve_engine("auto", x.device.type)
             if name != self.engine:
-                self.engine, self._engine = name, get_engine(name, **self.engine_options)
+                self._set_engine(name)
+        devices = getattr(self._engine, "devices", None)
+        if devices is not None and x.device.type not in devices:
+            raise ValueError(f"the {self.engine} engine runs on {', '.join(devices)} only, got inputs on "
+                             f"{x.device}; use engine='fast' or 'reference' (or 'auto') on other devices")
+
+    def spec(self) -> NetSpec:
+        """The network as an engine receives it: parameters as tensors, configuration as values."""
+        ln = self.layernorm
+        layers = {k: LayerParams(m.weight, m.bias, m.lr_weight, m.lr_bias, m.plastic_bias)
+                  for k, m in self.plastic_layers().items()}
+        return NetSpec(self.cell_type, self.rule, self.hidden_size, self.output_size, self.modulation,
+                       self.inner_lr, self.inner_decay, self.inner_clip, self.inner_loss_scale, self.weight_clip,
+                       layers, self.omega, None if ln is None else ln.weight, None if ln is None else ln.bias,
+                       None if ln is None else ln.eps)
 
     # ------------------------------------------------------------------ state
     def plastic_layers(self) -> Dict[str, PlasticLinear]:
@@ -221,65 +261,31 @@ class PlasticRNN(nn.Module):
         c = torch.zeros_like(h) if self.cell_type == "lstm" else None
         fast = None
         if self.rule != "none":
-            fast = self._engine.zero_fast(self, batch_size, device, dtype)  # in the engine's own form
+            fast = self._engine.zero_fast(self.spec(), batch_size, device, dtype)  # in the engine's own form
         return PlasticState(h, c, fast)
 
-    def make_state(self, h, c, fast) -> PlasticState:
+    @staticmethod
+    def make_state(h, c, fast) -> PlasticState:
+        """``PlasticState(h, c, fast)``."""
         return PlasticState(h, c, fast)
 
     def fast_weights(self, state: PlasticState) -> Optional[Dict[str, FastWeights]]:
         """The fast weights of ``state`` as ``{layer: FastWeights((B, in, out), (B, out))}``."""
         if state.fast is None:
             return None
-        return self._engine.fast_weights(self, state)
-
-    # --------------------------------------------------------------- equations
-    def dynamics(self, u: Tensor, h: Tensor, c: Optional[Tensor], fast) -> StepValues:
-        """Forward equations of one step with fast weights ``fast`` (dict or None)."""
-        f = fast or {}
-        x = torch.relu(self.in_fc(u, f.get("in_fc"))) if self.in_fc is not None else u
-        cell_out = self.cell.step(x, h, c, f.get("h_fc"), f.get("i_fc"))
-        h_next = cell_out.h if self.layernorm is None else self.layernorm(cell_out.h)
-        z = self.out_fc(h_next, f.get("out_fc"))
-        return StepValues(x, cell_out, h_next, cell_out.c, z)
-
-    def hebbian_pre_post(self, u: Tensor, h_prev: Tensor, v: StepValues):
-        """``(pre, post)`` of each layer for the Hebbian rule (SPEC §1)."""
-        pairs = {"in_fc": (u, v.x)} if self.in_fc is not None else {}
-        pairs.update(h_fc=(h_prev, v.cell.post), i_fc=(v.x, v.cell.post), out_fc=(v.h_next, v.z))
-        return pairs
-
-    def apply_rule(self, fast, terms, z):
-        """``F_{t+1}`` from ``F_t`` and the rule's terms ``G``; returns ``(fast, m, s)``."""
-        m = rules.modulation_factor(z, self.modulation)
-        s = rules.clip_scale(rules.update_norm([t for k in terms for t in terms[k]]), self.inner_clip)
-        eta, decay = self.inner_lr * m * s, self.inner_decay * m
-        layers = self.plastic_layers()
-        new = {}
-        for k, g in terms.items():
-            lw, lb = layers[k].rates()
-            w = rules.plastic_update(fast[k].w, g.w, lw, eta, decay, self.weight_clip)
-            b = None
-            if g.b is not None:
-                b = rules.plastic_update(fast[k].b, g.b, lb, eta, decay, self.weight_clip)
-            new[k] = FastWeights(w, b)
-        return new, m, s
-
-    @staticmethod
-    def record_trace(trace, m, s, fast) -> None:
-        """Append the step's modulation ``m``, clip scale ``s`` and ‖F‖ to ``trace``."""
-        norm = rules.update_norm([t for k in fast for t in fast[k]])
-        for key, val in (("modulation", m), ("clip_scale", s), ("fast_norm", norm)):
-            trace.setdefault(key, []).append(val.detach())
+        return self._engine.fast_weights(self.spec(), state.fast, state.h)
 
     # ------------------------------------------------------------------ running
     def step(self, u_t: Tensor, state: Optional[PlasticState] = None):
         """One step: ``u_t (B, I)`` → ``(y_t (B, O), new state)``."""
+        self._refuse_trace()
         if u_t.dim() != 2 or u_t.shape[-1] != self.input_size:
             raise ValueError(f"u_t must have shape (B, {self.input_size}), got {tuple(u_t.shape)}")
         self._use_engine_for(u_t)
-        state = self._check_state(state, u_t)
-        return self._engine.step(self, u_t, state)
+        spec = self.spec()
+        state = self._check_state(spec, state, u_t)
+        res = self._run("step", spec, u_t, state, False)
+        return res.out, PlasticState(res.h, res.c, res.fast)
 
     def forward(self, inputs: Tensor, state: Optional[PlasticState] = None, return_trace: bool = False):
         """Run a sequence: ``inputs (B, T, I)`` → ``(outputs (B, T, O), final state)``.
@@ -288,28 +294,47 @@ class PlasticRNN(nn.Module):
         "fast_norm"}``, each ``(B, T)``: the modulation ``m_t``, the clip scale
         ``s_t`` and the norm of all fast weights after each step's update.
         """
+        self._refuse_trace()
         if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
             order = "(B, T, I)" if self.batch_first else "(T, B, I)"
             raise ValueError(f"inputs must have shape {order} with I = {self.input_size}, "
                              f"got {tuple(inputs.shape)}")
+        if inputs.shape[1 if self.batch_first else 0] == 0:
+            raise ValueError(f"inputs must hold at least one step, got T = 0 (shape {tuple(inputs.shape)})")
         if not self.batch_first:
             inputs = inputs.transpose(0, 1)
         self._use_engine_for(inputs)
-        state = self._check_state(state, inputs[:, 0])
-        trace = {} if return_trace and self.rule != "none" else None
-        out, state = self._engine.forward(self, inputs, state, trace)
-        if not self.batch_first:
-            out = out.transpose(0, 1)
+        spec = self.spec()
+        state = self._check_state(spec, state, inputs[:, 0])
+        res = self._run("episode", spec, inputs, state, return_trace)
+        out = res.out if self.batch_first else res.out.transpose(0, 1)
+        state = PlasticState(res.h, res.c, res.fast)
         if return_trace:
-            tr = {k: torch.stack(v, dim=1) for k, v in (trace or {}).items()}
-            return out, state, tr
+            return out, state, res.trace or {}
         return out, state
 
-    def _check_state(self, state, u):
+    def _run(self, what: str, spec: NetSpec, u: Tensor, state: PlasticState, trace: bool):
+        """The engine's ``episode`` or ``step`` (rule ``none``: the plain network, stepped here)."""
+        if self.rule == "none":
+            if what == "step":
+                return plain_step(spec, u, state.h, state.c)
+            h, c, outs = state.h, state.c, []
+            for t in range(u.shape[1]):
+                res = plain_step(spec, u[:, t], h, c)
+                h, c = res.h, res.c
+                outs.append(res.out)
+            return res._replace(out=torch.stack(outs, dim=1))
+        fn = getattr(self._engine, what)
+        if getattr(self._engine, "compilable", True):
+            return fn(spec, u, state.h, state.c, state.fast, trace)
+        return _opaque(fn, spec, u, state.h, state.c, state.fast, trace)
+
+    def _check_state(self, spec: NetSpec, state, u):
         """The state to start from (zeros when ``None``), after checking it and ``u`` fit this model.
 
         Inputs are not cast to the model's dtype: a silent cast would hide a float64 model fed float32
-        data (or the reverse) and copy every input, so a mismatch is refused with what to do.
+        data (or the reverse) and copy every input, so a mismatch is refused with what to do. Every field
+        of the state is checked (:func:`~plasticnet.engine.base.check_state`) before an engine sees it.
         """
         self._check_func_transform(u)
         dtype = self.out_fc.weight.dtype
@@ -318,12 +343,13 @@ class PlasticRNN(nn.Module):
                             f"cast the input (inputs.to({dtype})) or the model (net.to({u.dtype}))")
         if state is None:
             return self.initial_state(u.shape[0], u.device, u.dtype)
-        if state.h.dtype != dtype:
+        if not isinstance(state, tuple) or len(state) != 3:
+            raise ValueError(f"state must be a PlasticState(h, c, fast), got {type(state).__name__}")
+        state = PlasticState(*state)
+        if isinstance(state.h, Tensor) and state.h.dtype != dtype:
             raise TypeError(f"state.h dtype {state.h.dtype} does not match the model's parameters ({dtype}); "
                             f"start from net.initial_state(batch_size) or cast the state")
-        if state.h.shape != (u.shape[0], self.hidden_size):
-            raise ValueError(f"state.h must have shape ({u.shape[0]}, {self.hidden_size}) "
-                             f"for this input, got {tuple(state.h.shape)}")
+        check_state(spec, state.h, state.c, state.fast, u)
         return state
 
     def _check_func_transform(self, u: Tensor) -> None:
@@ -366,4 +392,5 @@ def plastic_rnn_types() -> Dict[str, Any]:
     hints = typing.get_type_hints(PlasticRNN.__init__)
     types = {k: hints[k] for k in plastic_rnn_defaults() if k in hints}
     types["hidden_size"] = Optional[int]
+    types["engine"] = str  # an engine object is for Python callers, not for configuration files
     return types

@@ -88,8 +88,12 @@ def plastic_update(fast: Tensor, term: Tensor, rate, eta: Tensor, decay: Tensor,
     return new
 
 
-def rate_and_decay(m: Tensor, s: Tensor, p_lr: float, p_wd: float):
-    """``(η, λ) = (p_lr·m·s, p_wd·m)``: the update's rate and decay of each sample, ``(B,)`` each."""
+def rate_and_decay(m: Tensor, s, p_lr: float, p_wd: float):
+    """``(η, λ) = (p_lr·m·s, p_wd·m)``: the update's rate and decay of each sample, ``(B,)`` each.
+
+    The only place they are formed in torch (engines, the network's trace and
+    the analyses call it); the compiled kernel forms the same two products.
+    """
     return p_lr * m * s, p_wd * m
 
 
@@ -107,28 +111,31 @@ def factored_norm(factors, with_bias: bool) -> Tensor:
     return torch.sqrt(sq)
 
 
-def layernorm_backward(h: Tensor, d: Tensor, ln: torch.nn.LayerNorm) -> Tensor:
-    """``d (∂ LayerNorm(h)/∂h)``: the gradient ``d`` at the LayerNorm output sent to ``h (B, H)``."""
+def layernorm_backward(h: Tensor, d: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
+    """``d (∂ LayerNorm(h)/∂h)``: the gradient ``d`` at the LayerNorm output sent to ``h (B, H)``.
+
+    ``weight``: the LayerNorm's ``γ (H,)`` (``None``: not affine); ``eps`` its epsilon.
+    """
     mu = h.mean(-1, keepdim=True)
     var = (h - mu).square().mean(-1, keepdim=True)
-    rstd = torch.rsqrt(var + ln.eps)
+    rstd = torch.rsqrt(var + eps)
     n = (h - mu) * rstd
-    dn = d * ln.weight if ln.weight is not None else d
+    dn = d * weight if weight is not None else d
     return rstd * (dn - dn.mean(-1, keepdim=True) - n * (dn * n).mean(-1, keepdim=True))
 
 
-def gradient_factors(net, u: Tensor, h_prev: Tensor, c_prev: Optional[Tensor], v, read_t) -> Dict:
+def gradient_factors(spec, u: Tensor, h_prev: Tensor, c_prev: Optional[Tensor], v, read_t) -> Dict:
     """Closed-form gradient rule: ``{layer: (pre (B, in), δ (B, out))}``, ``G_w = pre ⊗ δ``, ``G_b = δ``.
 
-    ``v`` is the step's :class:`~plasticnet.network.StepValues`; ``read_t(layer, d)``
-    returns ``d (W + F_t)ᵀ`` for that layer.
+    ``spec`` is the network's :class:`~plasticnet.engine.base.NetSpec`, ``v`` the step's
+    :class:`~plasticnet.engine.base.StepValues`; ``read_t(layer, d)`` returns ``d (W + F_t)ᵀ`` for that layer.
     """
-    d_out = internal_loss_grad(v.z, net.omega, net.inner_loss_scale)  # (B, D)
+    d_out = internal_loss_grad(v.z, spec.omega, spec.inner_loss_scale)  # (B, D)
     factors = {"out_fc": (v.h_next, d_out)}
     dh = read_t("out_fc", d_out)  # (B, H)
-    if net.layernorm is not None:
-        dh = layernorm_backward(v.cell.h, dh, net.layernorm)
-    if net.cell_type == "rnn":
+    if spec.layernorm:
+        dh = layernorm_backward(v.cell.h, dh, spec.ln_weight, spec.ln_eps)
+    if spec.cell == "rnn":
         d = dh * (v.cell.h > 0)
     else:
         i, f, g, o = v.cell.post.chunk(4, dim=-1)
@@ -137,6 +144,6 @@ def gradient_factors(net, u: Tensor, h_prev: Tensor, c_prev: Optional[Tensor], v
         d = torch.cat([dc * g * (i * (1 - i)), dc * c_prev * (f * (1 - f)),
                        dc * i * (1 - g * g), dh * tc * (o * (1 - o))], dim=-1)  # (B, 4H)
     factors["h_fc"], factors["i_fc"] = (h_prev, d), (v.x, d)
-    if net.in_fc is not None:
+    if spec.has_input_layer:
         factors["in_fc"] = (u, read_t("i_fc", d) * (v.x > 0))
     return factors

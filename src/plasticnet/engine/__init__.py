@@ -1,4 +1,4 @@
-"""Engines: implementations of the same equations of SPEC §1.
+"""Engines: implementations of the same equations of SPEC §1 behind one interface (:mod:`.base`).
 
 - ``reference``: materialised per-sample fast weights, autograd for the
   gradient rule (the oracle of the tests);
@@ -8,20 +8,26 @@
 
 ``engine="auto"`` (:func:`resolve_engine`) picks ``kernel`` on the CPU (``fast``
 where numba is missing, with a one-time warning) and ``fast`` on other devices.
+A new engine is a class with the attributes of :class:`~.base.Engine` and one
+line in :data:`ENGINES`; ``PlasticRNN(engine=...)`` also takes a configured
+engine object.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from typing import Optional
 
 from ..checks import check_choice
 from . import kernel
+from .base import Engine, EngineResult, LayerParams, NetSpec, StepEngine
+from .factored import factored_read
 from .fast import FastEngine
 from .kernel import KernelEngine
 from .reference import ReferenceEngine
 
 ENGINES = {"kernel": KernelEngine, "fast": FastEngine, "reference": ReferenceEngine}
+"""Registry: name → engine class, whose keyword options are named as ``PlasticRNN``'s (``chunk_size``, ...)."""
 ENGINE_CHOICES = ("auto",) + tuple(ENGINES)
 _warned = []
 
@@ -41,11 +47,22 @@ def resolve_engine(name: str, device_type: str = "cpu") -> str:
     return "fast"
 
 
-def get_engine(name: str, chunk_size: Optional[int] = 32, engine_threads: Optional[int] = None):
-    """An instance of the engine called ``name`` (not ``"auto"``: see :func:`resolve_engine`) with its options."""
-    check_choice("engine", name, ENGINE_CHOICES)
-    if name == "fast":
-        return FastEngine(chunk_size)
-    if name == "kernel":
-        return KernelEngine(engine_threads)
-    return ReferenceEngine()
+def get_engine(name: str, **options) -> Engine:
+    """An instance of the engine called ``name`` (not ``"auto"``: see :func:`resolve_engine`).
+
+    ``options`` are the network's engine options (``chunk_size``, ``engine_threads``); each engine takes
+    those its constructor names.
+    """
+    check_choice("engine", name, ENGINE_CHOICES[1:])
+    cls = ENGINES[name]
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+def is_engine(obj) -> bool:
+    """Whether ``obj`` is a configured engine object (has the attributes of :class:`~.base.Engine`)."""
+    return not isinstance(obj, str) and isinstance(obj, Engine)
+
+
+__all__ = ["ENGINES", "ENGINE_CHOICES", "Engine", "EngineResult", "FastEngine", "KernelEngine", "LayerParams",
+           "NetSpec", "ReferenceEngine", "StepEngine", "factored_read", "get_engine", "is_engine", "resolve_engine"]

@@ -45,8 +45,8 @@ from torch import Tensor
 
 from .. import rules
 from ..checks import check_positive_int
-from ..layers import FastWeights
-from .base import Engine
+from ..layers import FastWeights, linear_t
+from .base import EngineResult, StepEngine, apply_rule, dynamics, hebbian_pre_post, trace_values
 from .factored import FactoredFast, factored_read, fold, materialise
 
 DEFAULT_CHUNK_SIZE = 32
@@ -92,7 +92,7 @@ def _reader(fast: FactoredFast, k: str, lam) -> _Reader:
     return _Reader(base, fast.decay, fast.coef, lam, fast.pre.get(k), fast.post.get(k), fast.bias.get(k))
 
 
-class FastEngine(Engine):
+class FastEngine(StepEngine):
     """Closed-form gradient rule and factored fast weights (see the module docstring).
 
     ``chunk_size``: steps kept in factored form before they are folded into a
@@ -106,32 +106,29 @@ class FastEngine(Engine):
         self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------ state
-    def zero_fast(self, net, batch_size, device, dtype):
+    def zero_fast(self, spec, batch_size, device, dtype):
         """Zero fast weights: an empty history (materialised zeros under ``weight_clip``)."""
-        if net.weight_clip is not None:
-            return super().zero_fast(net, batch_size, device, dtype)
+        if spec.weight_clip is not None:
+            return super().zero_fast(spec, batch_size, device, dtype)
         return FactoredFast(None, None, None, {}, {}, {}, {})
 
-    def fast_weights(self, net, state) -> Dict[str, FastWeights]:
-        """``{layer: FastWeights((B, in, out), (B, out) or None)}`` of ``state``."""
-        return self._materialised(net, state.fast, state.h)
-
-    def _materialised(self, net, fast, like: Tensor):
-        """Materialised fast weights; ``like (B, H)`` gives batch size, device and dtype."""
+    def fast_weights(self, spec, fast, like: Tensor) -> Dict[str, FastWeights]:
+        """``{layer: FastWeights((B, in, out), (B, out) or None)}`` of ``fast``; ``like (B, H)`` gives batch
+        size, device and dtype."""
         if isinstance(fast, dict):
             return fast
         B, dev, dt = like.shape[0], like.device, like.dtype
         out = {}
-        for k, m in net.plastic_layers().items():
-            w = materialise(fast, k, m.lr_weight)
-            w = torch.zeros(B, m.in_features, m.out_features, device=dev, dtype=dt) if w is None else w
+        for k, p in spec.layers.items():
+            w = materialise(fast, k, p.lr_weight)
+            w = torch.zeros(B, p.in_features, p.out_features, device=dev, dtype=dt) if w is None else w
             b = fast.bias.get(k)
-            if b is None and m.plastic_bias:
-                b = torch.zeros(B, m.out_features, device=dev, dtype=dt)
+            if b is None and p.plastic_bias:
+                b = torch.zeros(B, p.out_features, device=dev, dtype=dt)
             out[k] = FastWeights(w, b)
         return out
 
-    def _factored(self, net, fast):
+    def _factored(self, fast):
         if isinstance(fast, FactoredFast):
             return fast
         base = {k: fw.w for k, fw in fast.items()}
@@ -139,35 +136,33 @@ class FastEngine(Engine):
         return FactoredFast(base or None, None, None, {}, {}, bias, {})
 
     # ---------------------------------------------------------------- running
-    def step(self, net, u, state, trace=None):
+    def step(self, spec, u, h, c, fast, trace=False) -> EngineResult:
         """One step of SPEC §1: the output uses ``F_t``, the state holds ``F_{t+1}``."""
-        if net.rule == "none":
-            v = net.dynamics(u, state.h, state.c, None)
-            return v.z[:, : net.output_size], net.make_state(v.h_next, v.c, None)
-        if net.weight_clip is not None:
-            return self._step_materialised(net, u, state, trace)
-        return self._step_factored(net, u, state, trace)
+        if spec.weight_clip is not None:
+            return self._step_materialised(spec, u, h, c, fast, trace)
+        return self._step_factored(spec, u, h, c, fast, trace)
 
-    def _factors(self, net, u, state, v, read_t):
-        if net.rule == "hebbian":
-            return net.hebbian_pre_post(u, state.h, v)
-        return rules.gradient_factors(net, u, state.h, state.c, v, read_t)
+    @staticmethod
+    def _factors(spec, u, h, c, v, read_t):
+        if spec.rule == "hebbian":
+            return hebbian_pre_post(spec, u, h, v)
+        return rules.gradient_factors(spec, u, h, c, v, read_t)
 
-    def _step_factored(self, net, u, state, trace):
-        fast = self._factored(net, state.fast)
-        layers = net.plastic_layers()
-        readers = {k: _reader(fast, k, m.lr_weight) for k, m in layers.items()}
+    def _step_factored(self, spec, u, h, c, fast, trace):
+        fast = self._factored(fast)
+        layers = spec.layers
+        readers = {k: _reader(fast, k, p.lr_weight) for k, p in layers.items()}
         readers = {k: r for k, r in readers.items() if r}
-        v = net.dynamics(u, state.h, state.c, readers)
+        v = dynamics(spec, u, h, c, readers)
 
         def read_t(k, d):
-            return layers[k].backward_input(d, readers.get(k))
+            return linear_t(d, layers[k].weight, readers.get(k))
 
-        factors = self._factors(net, u, state, v, read_t)
-        with_bias = net.rule == "gradient"
-        m = rules.modulation_factor(v.z, net.modulation)
-        s = rules.clip_scale(rules.factored_norm(factors, with_bias), net.inner_clip)
-        e, decay_t = rules.rate_and_decay(m, s, net.inner_lr, net.inner_decay)  # (B,)
+        factors = self._factors(spec, u, h, c, v, read_t)
+        with_bias = spec.rule == "gradient"
+        m = rules.modulation_factor(v.z, spec.modulation)
+        s = rules.clip_scale(rules.factored_norm(factors, with_bias), spec.inner_clip)
+        e, decay_t = rules.rate_and_decay(m, s, spec.inner_lr, spec.inner_decay)  # (B,)
         keep = 1 - decay_t
 
         coef = e.unsqueeze(1) if fast.coef is None else torch.cat([fast.coef * keep.unsqueeze(1), e.unsqueeze(1)], 1)
@@ -181,33 +176,30 @@ class FastEngine(Engine):
             post[k] = done[id(q)]
         bias = dict(fast.bias)
         if with_bias:
-            for k, layer in layers.items():
-                _, lb = layer.rates()
+            for k, p in layers.items():
+                _, lb = p.rates()
                 term = e.unsqueeze(-1) * (lb * factors[k][1])
                 bias[k] = term if k not in bias else keep.unsqueeze(-1) * bias[k] + term
         new = FactoredFast(fast.base, decay, coef, pre, post, bias, {})
         if self.chunk_size is not None and new.steps >= self.chunk_size:
             new = fold(new, {k: layers[k].lr_weight for k in pre})
-        if trace is not None:
-            net.record_trace(trace, m, s, self._materialised(net, new, v.h_next))
-        return v.z[:, : net.output_size], net.make_state(v.h_next, v.c, new)
+        tr = trace_values(m, s, self.fast_weights(spec, new, v.h_next)) if trace else None
+        return EngineResult(v.z[:, : spec.output_size], v.h_next, v.c, new, tr)
 
-    def _step_materialised(self, net, u, state, trace):
-        fast = self._materialised(net, state.fast, state.h)
-        layers = net.plastic_layers()
-        v = net.dynamics(u, state.h, state.c, fast)
+    def _step_materialised(self, spec, u, h, c, fast, trace):
+        fast = self.fast_weights(spec, fast, h)
+        layers = spec.layers
+        v = dynamics(spec, u, h, c, fast)
 
         def read_t(k, d):
-            return layers[k].backward_input(d, fast[k])
+            return linear_t(d, layers[k].weight, fast[k])
 
-        factors = self._factors(net, u, state, v, read_t)
-        bias = net.rule == "gradient"
+        factors = self._factors(spec, u, h, c, v, read_t)
+        bias = spec.rule == "gradient"
         terms = {k: FastWeights(rules.hebbian_term(p, q), q if bias else None) for k, (p, q) in factors.items()}
-        new, m, s = net.apply_rule(fast, terms, v.z)
-        if trace is not None:
-            net.record_trace(trace, m, s, new)
-        return v.z[:, : net.output_size], net.make_state(v.h_next, v.c, new)
-
+        new, m, s = apply_rule(spec, fast, terms, v.z)
+        tr = trace_values(m, s, new) if trace else None
+        return EngineResult(v.z[:, : spec.output_size], v.h_next, v.c, new, tr)
 
 
 def _append(hist: Optional[Tensor], v: Tensor) -> Tensor:

@@ -20,16 +20,17 @@ CPU only; where numba is missing, ``engine="auto"`` falls back to ``fast``.
 
 from __future__ import annotations
 
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from ..checks import check_positive_int
 from ..layers import FastWeights
-from .base import Engine
+from .base import LAYERS, TRACE_KEYS, EngineResult, NetSpec, check_state
 
 try:  # numba is an optional dependency (the ``kernel`` extra)
     from . import kernel_ops
@@ -41,7 +42,6 @@ else:
 
 # undoing ``k`` updates may amplify rounding by Π 1/|keep| ≤ this before a checkpoint is taken
 MAX_AMPLIFICATION = {torch.float32: 2.0 ** 8, torch.float64: 2.0 ** 12}
-LAYERS = ("in_fc", "h_fc", "i_fc", "out_fc")
 GROUPS = 16  # the backward's batch sums run over this many fixed groups of samples, whatever the thread count
 OUT = 3  # out_fc, whose (in, out) matrices the kernel stores transposed (see _kernel_layout)
 
@@ -94,125 +94,146 @@ def _is_zero_view(t: torch.Tensor) -> bool:
             and float(t[(0,) * t.dim()]) == 0.0)
 
 
+class _LayerArgs(NamedTuple):
+    """One layer's tensors as :class:`_Episode` receives them (``None`` where absent): the initial fast
+    weight ``F0 (B, in, out)`` and bias ``fb0 (B, out)``, ``W``, ``b``, ``Λ``, ``Λ_b``."""
+
+    F0: Optional[torch.Tensor]
+    fb0: Optional[torch.Tensor]
+    W: Optional[torch.Tensor]
+    b: Optional[torch.Tensor]
+    L: Optional[torch.Tensor]
+    Lb: Optional[torch.Tensor]
+
+
+def _episode_args(spec: NetSpec, fast) -> list:
+    """The tensors of :class:`_Episode`: ``_LayerArgs`` of each of :data:`LAYERS` in turn, then ``ω, γ, β``."""
+    flat = []
+    for k in LAYERS:
+        p = spec.layers.get(k)
+        flat += [None] * 6 if p is None else [fast[k].w, fast[k].b, p.weight, p.bias, p.lr_weight, p.lr_bias]
+    return flat + [spec.omega, spec.ln_weight, spec.ln_bias]
+
+
+def _layer_args(flat) -> list:
+    """:class:`_LayerArgs` of each layer from :func:`_episode_args`'s list."""
+    return [_LayerArgs(*flat[6 * k: 6 * k + 6]) for k in range(len(LAYERS))]
+
+
 class _Episode(torch.autograd.Function):
     """The whole episode as one autograd node: forward and backward by :mod:`.kernel_ops`."""
 
     @staticmethod
-    def forward(ctx, spec, U, h0, c0, *flat):
-        net = spec["net"]
+    def forward(ctx, spec: NetSpec, want_trace: bool, threads, U, h0, c0, *flat):
         dt = U.dtype
         npdt = np.float64 if dt == torch.float64 else np.float32
         B, T, _ = U.shape
-        layers = spec["layers"]  # 4 entries, None for an absent in_fc
-        has_in = layers[0] is not None
-        grad = net.rule == "gradient"
-        lstm = net.cell_type == "lstm"
-        H = net.hidden_size
-        G = layers[1].out_features
-        D = layers[3].out_features
-        XD = layers[2].in_features
-        K = checkpoint_interval(net.inner_decay, net.modulation, net.weight_clip, T, dt)
+        la = _layer_args(flat)
+        omega, gamma, beta = flat[6 * len(LAYERS):]
+        has_in = spec.has_input_layer
+        grad = spec.rule == "gradient"
+        lstm = spec.cell == "lstm"
+        H = spec.hidden_size
+        G = spec.layers["h_fc"].out_features
+        D = spec.layers["out_fc"].out_features
+        XD = spec.layers["i_fc"].in_features
+        K = checkpoint_interval(spec.inner_decay, spec.modulation, spec.weight_clip, T, dt)
         nck = -(-T // K)
-        want_trace = bool(spec["trace"])
         d1, d2, d3, d4 = (np.zeros((1,) * n, npdt) for n in (1, 2, 3, 4))
 
-        F0, fb0, W, bias, L, Lb = (flat[i::6][:4] for i in range(6))
-        omega, gamma, beta = flat[24:27]
         Fs, FBs, FBT, CKs, Ws, bs, Ls, Lbs = [], [], [], [], [], [], [], []
         zero0 = 0
-        for k, layer in enumerate(layers):
-            if layer is None:
+        for k, name in enumerate(LAYERS):
+            a = la[k]
+            if name not in spec.layers:
                 Fs.append(d3), FBs.append(d3), FBT.append(d2), CKs.append(d4)
                 Ws.append(d2), bs.append(d1), Ls.append(d2), Lbs.append(d1)
                 continue
-            n_out = layer.out_features
-            shape = tuple(_kernel_layout(W[k], k).shape)  # (in, out) in the kernel's layout
-            if _is_zero_view(F0[k]):
+            n_out = a.W.shape[1]
+            shape = tuple(_kernel_layout(a.W, k).shape)  # (in, out) in the kernel's layout
+            if _is_zero_view(a.F0):
                 Fs.append(np.zeros((B, *shape), npdt))
                 zero0 |= 1 << k  # its t = 0 checkpoint is not stored (the backward restores zeros)
             else:
-                Fs.append(_np(_kernel_layout(F0[k], k)).copy())
-            Ws.append(_np(_kernel_layout(W[k], k)))
-            bs.append(_np(bias[k]))
-            Ls.append(_np(_kernel_layout(L[k], k)) if L[k] is not None else np.ones(shape, npdt))
+                Fs.append(_np(_kernel_layout(a.F0, k)).copy())
+            Ws.append(_np(_kernel_layout(a.W, k)))
+            bs.append(_np(a.b))
+            Ls.append(_np(_kernel_layout(a.L, k)) if a.L is not None else np.ones(shape, npdt))
             CKs.append(np.empty((B, nck, *shape), npdt))
             if grad:
                 tape = np.empty((B, T, n_out), npdt)
-                tape[:, 0] = _np(fb0[k])
+                tape[:, 0] = _np(a.fb0)
                 FBs.append(tape)
                 FBT.append(np.empty((B, n_out), npdt))
-                Lbs.append(_np(Lb[k]) if Lb[k] is not None else np.ones(n_out, npdt))
+                Lbs.append(_np(a.Lb) if a.Lb is not None else np.ones(n_out, npdt))
             else:
                 FBs.append(d3), FBT.append(d2), Lbs.append(d1)
 
         def tape(n, used=True):
             return np.zeros((B, T, n), npdt) if used else d3
 
-        Un = _np(U)
-        X, POST, HN, Z, S = tape(XD), tape(G), tape(H), tape(D), tape(4)
-        C = tape(H, lstm)
-        LNR = tape(2, net.layernorm is not None)
-        D3, DH, DHC, DC = tape(D, grad), tape(H, grad), tape(H, grad), tape(G, grad)
-        D0 = tape(XD, grad and has_in)
-        TR = np.zeros((B, T), npdt) if want_trace else d2
-        Y = np.empty((B, T, net.output_size), npdt)
-        h0n = _np(h0)
-        c0n = _np(c0) if lstm else d2
-        om = _np(omega) if grad else d1
-        ln = net.layernorm
-        ga, be = (_np(gamma), _np(beta)) if ln is not None else (d1, d1)
-        cfgi = np.array([has_in, lstm, grad, ln is not None, net.modulation, net.output_size, K, want_trace,
-                         0, zero0, 0], np.int64)
-        cfgf = np.array([net.inner_lr, net.inner_decay, net.inner_clip, net.weight_clip or 0.0,
-                         2.0 * net.inner_loss_scale / D, ln.eps if ln is not None else 1e-5], np.float64)
-        _in_threads(kernel_ops.forward, B, spec["threads"], cfgi, cfgf, Un, h0n, c0n, tuple(Ws), tuple(bs),
-                    tuple(Ls), tuple(Lbs), om, ga, be, tuple(Fs), tuple(FBs), tuple(FBT), tuple(CKs), Y, X, POST, C,
-                    HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR)
-        ctx.spec = spec
+        ln = spec.layernorm
+        inp = kernel_ops.Inputs(_np(U), _np(h0), _np(c0) if lstm else d2)
+        prm = kernel_ops.Params(tuple(Ws), tuple(bs), tuple(Ls), tuple(Lbs), _np(omega) if grad else d1,
+                                _np(gamma) if ln else d1, _np(beta) if ln else d1)
+        fst = kernel_ops.Fast(tuple(Fs), tuple(FBs), tuple(FBT), tuple(CKs))
+        tp = kernel_ops.Tape(Y=np.empty((B, T, spec.output_size), npdt), X=tape(XD), POST=tape(G), C=tape(H, lstm),
+                             HN=tape(H), Z=tape(D), S=tape(4), LNR=tape(2, ln), D3=tape(D, grad), DH=tape(H, grad),
+                             DHC=tape(H, grad), DC=tape(G, grad), D0=tape(XD, grad and has_in),
+                             TR=np.zeros((B, T), npdt) if want_trace else d2)
+        cfg = kernel_ops.Config(
+            has_in=has_in, lstm=lstm, grad=grad, has_ln=ln, modul=bool(spec.modulation), n_out=spec.output_size,
+            K=K, want_trace=bool(want_trace), want_dl=False, zero0=zero0, own_dF=False,
+            lr=float(spec.inner_lr), wd=float(spec.inner_decay), clip=float(spec.inner_clip),
+            wclip=float(spec.weight_clip or 0.0), kz=2.0 * spec.inner_loss_scale / D,
+            eps=float(spec.ln_eps) if ln else 1e-5)
+        _check_arrays(B, T, spec, inp, prm, fst, tp)
+        _compiled(kernel_ops.forward, "forward", npdt, B, threads, cfg, inp, prm, fst, tp)
+        ctx.spec, ctx.threads = spec, threads
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zeros to make and copy
-        ctx.saved = dict(cfgi=cfgi, cfgf=cfgf, U=Un, h0=h0n, c0=c0n, Ws=Ws, Ls=Ls, Lbs=Lbs, om=om, ga=ga,
-                         Fs=Fs, FBs=FBs, CKs=CKs, X=X, POST=POST, C=C, HN=HN, Z=Z, S=S, LNR=LNR, D3=D3, DH=DH,
-                         DHC=DHC, DC=DC, D0=D0, learned_rates=[x is not None for x in L])
-        hT = torch.from_numpy(HN[:, -1].copy())
-        cT = torch.from_numpy(C[:, -1].copy()) if lstm else None
-        FT = [_kernel_layout(torch.from_numpy(f), k) if layer is not None else None
-              for k, (f, layer) in enumerate(zip(Fs, layers))]
-        fbT = [torch.from_numpy(f) if (layer is not None and grad) else None for f, layer in zip(FBT, layers)]
-        trace = torch.from_numpy(np.concatenate([S[:, :, :2], TR[:, :, None]], 2)) if want_trace else None
+        ctx.saved = dict(cfg=cfg, inp=inp, prm=prm, fst=fst, tp=tp, learned_rates=[a.L is not None for a in la])
+        hT = torch.from_numpy(tp.HN[:, -1].copy())
+        cT = torch.from_numpy(tp.C[:, -1].copy()) if lstm else None
+        FT = [_kernel_layout(torch.from_numpy(f), k) if name in spec.layers else None
+              for k, (f, name) in enumerate(zip(Fs, LAYERS))]
+        fbT = [torch.from_numpy(f) if (name in spec.layers and grad) else None for f, name in zip(FBT, LAYERS)]
+        trace = torch.from_numpy(np.concatenate([tp.S[:, :, :2], tp.TR[:, :, None]], 2)) if want_trace else None
         if trace is not None:
             ctx.mark_non_differentiable(trace)
         # the backward undoes F_T in a copy of its own (a graph may be differentiated twice); saved as
         # tensors, so that an in-place change of the returned fast weights is caught
         ctx.save_for_backward(*[f for f in FT if f is not None])
-        return (torch.from_numpy(Y), hT, cT, *FT, *fbT, trace)
+        return (torch.from_numpy(tp.Y), hT, cT, *FT, *fbT, trace)
 
     @staticmethod
     def backward(ctx, dY, dh, dc, *rest):
         spec, sv = ctx.spec, ctx.saved
-        net, layers = spec["net"], spec["layers"]
+        inp, prm, tp = sv["inp"], sv["prm"], sv["tp"]
         dFT, dfbT = rest[:4], rest[4:8]
         it = iter(ctx.saved_tensors)
         # F_T is only read: each sample's backward undoes it in a scratch copy of its own
-        Fs = [_np(_kernel_layout(next(it), k)) if layer is not None else f
-              for k, (f, layer) in enumerate(zip(sv["Fs"], layers))]
-        npdt = sv["U"].dtype
-        B, T, n_u = sv["U"].shape
-        H = net.hidden_size
-        G = layers[1].out_features
-        D = layers[3].out_features
-        XD = layers[2].in_features
-        grad = net.rule == "gradient"
-        lstm = net.cell_type == "lstm"
-        has_in = layers[0] is not None
+        Fs = tuple(_np(_kernel_layout(next(it), k)) if name in spec.layers else f
+                   for k, (f, name) in enumerate(zip(sv["fst"].Fs, LAYERS)))
+        fst = sv["fst"]._replace(Fs=Fs)
+        npdt = inp.U.dtype
+        B, T, n_u = inp.U.shape
+        H = spec.hidden_size
+        G = spec.layers["h_fc"].out_features
+        D = spec.layers["out_fc"].out_features
+        XD = spec.layers["i_fc"].in_features
+        grad = spec.rule == "gradient"
+        lstm = spec.cell == "lstm"
+        has_in = spec.has_input_layer
+        ln = spec.layernorm
         d1, d2, d3 = (np.zeros((1,) * n, npdt) for n in (1, 2, 3))
         want_dl = any(sv["learned_rates"])
-        cfgi = sv["cfgi"].copy()
-        cfgi[8] = want_dl
         need = ctx.needs_input_grad
+        first = 6  # index of the first _LayerArgs tensor among forward's inputs
         # dF_0 is wanted only for an initial state that needs it or an adjoint of F_T given; otherwise each
         # sample's dF lives in a scratch of its own (no (B, in, out) arrays)
-        want_dF0 = any(layer is not None and (dFT[k] is not None or need[4 + 6 * k]) for k, layer in enumerate(layers))
-        cfgi[10] = not want_dF0
+        want_dF0 = any(name in spec.layers and (dFT[k] is not None or need[first + 6 * k])
+                       for k, name in enumerate(LAYERS))
+        cfg = sv["cfg"]._replace(want_dl=want_dl, own_dF=not want_dF0)
 
         def adj(g, shape, k=None):
             return np.zeros(shape, npdt) if g is None else _np(g if k is None else _kernel_layout(g, k)).copy()
@@ -220,65 +241,124 @@ class _Episode(torch.autograd.Function):
         ng = min(GROUPS, B)
         bounds = np.array([B * g // ng for g in range(ng + 1)], np.int64)
         dFs, dFBs, dLs, dLbs = [], [], [], []
-        for k, layer in enumerate(layers):
-            if layer is None:
+        for k, name in enumerate(LAYERS):
+            if name not in spec.layers:
                 dFs.append(d3), dFBs.append(d2), dLs.append(d3), dLbs.append(d2)
                 continue
-            shape = sv["Ls"][k].shape  # in the kernel's layout
-            n_out = layer.out_features
+            shape = prm.Ls[k].shape  # in the kernel's layout
+            n_out = spec.layers[name].out_features
             dFs.append(adj(dFT[k], (B, *shape), k) if want_dF0 else d3)
             dFBs.append(adj(dfbT[k], (B, n_out)) if grad else d2)
             dLs.append(np.zeros((ng, *shape), npdt) if want_dl else d3)
             dLbs.append(np.zeros((ng, n_out), npdt) if grad else d2)
-        dh_out = adj(dh, (B, H))
-        dc_out = adj(dc, (B, H)) if lstm else d2
-        dYn = adj(dY, (B, T, net.output_size))
-        dU = np.zeros((B, T, n_u), npdt)
-        domega = np.zeros((ng, D), npdt) if grad else d2
-        ln = net.layernorm is not None
-        dgamma, dbeta = (np.zeros((ng, H), npdt), np.zeros((ng, H), npdt)) if ln else (d2, d2)
-        DA0 = np.zeros((B, T, XD), npdt) if has_in else d3
-        DG, DZ = np.zeros((B, T, G), npdt), np.zeros((B, T, D), npdt)
-        DR2 = np.zeros((B, T, XD), npdt) if (grad and has_in) else d3
-        DDH = np.zeros((B, T, H), npdt) if grad else d3
-        _in_threads(kernel_ops.backward, ng, spec["threads"], bounds, cfgi, sv["cfgf"], sv["U"], sv["h0"], sv["c0"],
-                    tuple(sv["Ws"]), tuple(sv["Ls"]), tuple(sv["Lbs"]), sv["om"], sv["ga"], tuple(Fs), tuple(sv["FBs"]),
-                    tuple(sv["CKs"]), sv["X"], sv["POST"], sv["C"], sv["HN"], sv["Z"], sv["S"], sv["LNR"], sv["D3"],
-                    sv["DH"], sv["DHC"], sv["DC"], sv["D0"], dYn, tuple(dFs), tuple(dFBs), dh_out, dc_out, dU,
-                    tuple(dLs), tuple(dLbs), domega, dgamma, dbeta, DA0, DG, DZ, DR2, DDH)
+        ad = kernel_ops.Adjoints(
+            dY=adj(dY, (B, T, spec.output_size)), dFs=tuple(dFs), dFBs=tuple(dFBs), dh_out=adj(dh, (B, H)),
+            dc_out=adj(dc, (B, H)) if lstm else d2, dU=np.zeros((B, T, n_u), npdt), dLs=tuple(dLs),
+            dLbs=tuple(dLbs), domega=np.zeros((ng, D), npdt) if grad else d2,
+            dgamma=np.zeros((ng, H), npdt) if ln else d2, dbeta=np.zeros((ng, H), npdt) if ln else d2)
+        bt = kernel_ops.BackTape(
+            DA0=np.zeros((B, T, XD), npdt) if has_in else d3, DG=np.zeros((B, T, G), npdt),
+            DZ=np.zeros((B, T, D), npdt), DR2=np.zeros((B, T, XD), npdt) if (grad and has_in) else d3,
+            DDH=np.zeros((B, T, H), npdt) if grad else d3)
+        _check_arrays(B, T, spec, inp, prm, fst, tp)
+        _compiled(kernel_ops.backward, "backward", npdt, ng, ctx.threads, bounds, cfg, inp, prm, fst, tp, ad, bt)
         t = torch.from_numpy
 
         def outer(a, b):  # Σ_{n,t} a ⊗ b: (B, T, i), (B, T, j) → (i, j)
             return t(a.reshape(-1, a.shape[-1])).t() @ t(b.reshape(-1, b.shape[-1]))
 
-        hprev = np.concatenate([sv["h0"][:, None], sv["HN"][:, :-1]], 1)
-        pres = (sv["U"], hprev, sv["X"], sv["HN"])
-        dposts = (DA0, DG, DG, DZ)
-        gF, gfb, gW, gb, gL, gLb = [None] * 4, [None] * 4, [None] * 4, [None] * 4, [None] * 4, [None] * 4
-        for k, layer in enumerate(layers):
-            if layer is None:
+        hprev = np.concatenate([inp.h0[:, None], tp.HN[:, :-1]], 1)
+        pres = (inp.U, hprev, tp.X, tp.HN)
+        dposts = (bt.DA0, bt.DG, bt.DG, bt.DZ)
+        grads = []
+        for k, name in enumerate(LAYERS):
+            p = spec.layers.get(name)
+            if p is None:
+                grads.append(_LayerArgs(None, None, None, None, None, None))
                 continue
-            gF[k] = _kernel_layout(t(dFs[k]), k) if want_dF0 else None
-            gW[k] = outer(pres[k], dposts[k])
+            gW = outer(pres[k], dposts[k])
             if grad and k == 2 and has_in:
-                gW[k] = gW[k] + outer(DR2, sv["DC"])
+                gW = gW + outer(bt.DR2, tp.DC)
             if grad and k == 3:
-                gW[k] = gW[k] + outer(DDH, sv["D3"])
-            gb[k] = t(dposts[k].sum((0, 1)))
-            if sv["learned_rates"][k]:
-                gL[k] = _kernel_layout(t(dLs[k].sum(0)), k)
-            if grad:
-                gfb[k] = t(dFBs[k])
-                if layer.lr_bias is not None:
-                    gLb[k] = t(dLbs[k].sum(0))
-        flat = []
-        for k in range(4):
-            flat += [gF[k], gfb[k], gW[k], gb[k], gL[k], gLb[k]]
-        flat += [t(domega.sum(0)) if grad else None,
-                 t(dgamma.sum(0)) if ln else None, t(dbeta.sum(0)) if ln else None]
-        flat = [g if need[4 + i] else None for i, g in enumerate(flat)]
-        return (None, t(dU) if need[1] else None, t(dh_out) if need[2] else None,
-                t(dc_out) if (lstm and need[3]) else None, *flat)
+                gW = gW + outer(bt.DDH, tp.D3)
+            grads.append(_LayerArgs(
+                F0=_kernel_layout(t(ad.dFs[k]), k) if want_dF0 else None,
+                fb0=t(ad.dFBs[k]) if grad else None,
+                W=gW,
+                b=t(dposts[k].sum((0, 1))),
+                L=_kernel_layout(t(ad.dLs[k].sum(0)), k) if sv["learned_rates"][k] else None,
+                Lb=t(ad.dLbs[k].sum(0)) if (grad and p.lr_bias is not None) else None))
+        flat = [g for ga in grads for g in ga]
+        flat += [t(ad.domega.sum(0)) if grad else None,
+                 t(ad.dgamma.sum(0)) if ln else None, t(ad.dbeta.sum(0)) if ln else None]
+        flat = [g if need[first + i] else None for i, g in enumerate(flat)]
+        return (None, None, None, t(ad.dU) if need[3] else None, t(ad.dh_out) if need[4] else None,
+                t(ad.dc_out) if (lstm and need[5]) else None, *flat)
+
+
+def _check_arrays(B: int, T: int, spec: NetSpec, inp, prm, fst, tp) -> None:
+    """The last guard before raw pointers reach the compiled loops: every array C-contiguous, of one dtype,
+    and the per-sample ones of batch ``B`` (and ``T`` steps). A failure here is a bug of this module (the
+    network checks the state it is given first, :func:`~plasticnet.engine.base.check_state`)."""
+    dt = inp.U.dtype
+
+    def check(name, a, lead=None):
+        if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous or a.size == 0:
+            raise ValueError(f"kernel engine: array {name} is not a C-contiguous {dt} array")
+        if lead is not None and a.shape[:len(lead)] != lead and a.size > 1:
+            raise ValueError(f"kernel engine: array {name} has shape {a.shape}, expected leading dims {lead}")
+
+    check("U", inp.U, (B, T))
+    check("h0", inp.h0, (B, spec.hidden_size))
+    check("c0", inp.c0, (B, spec.hidden_size))
+    for group, arrays in (("Ws", prm.Ws), ("bs", prm.bs), ("Ls", prm.Ls), ("Lbs", prm.Lbs)):
+        for k, a in enumerate(arrays):
+            check(f"{group}[{k}]", a)
+    for k, name in enumerate(LAYERS):
+        p = spec.layers.get(name)
+        if p is None:
+            continue
+        shape = tuple(prm.Ls[k].shape)
+        check(f"Fs[{k}]", fst.Fs[k], (B,) + shape)
+        check(f"CKs[{k}]", fst.CKs[k], (B,))
+        if prm.Ws[k].shape != shape or prm.bs[k].shape != (p.out_features,):
+            raise ValueError(f"kernel engine: parameters of {name} do not fit its fast weights")
+        check(f"FBs[{k}]", fst.FBs[k], (B, T))
+        check(f"FBT[{k}]", fst.FBT[k], (B,))
+    for name in tp._fields:
+        check(name, getattr(tp, name), (B, T) if name != "TR" else (B,))
+
+
+
+_announced: set = set()  # (kernel, dtype) pairs whose compilation was announced in this process
+_log = logging.getLogger("plasticnet.kernel")
+
+
+def _compiled(fn, what: str, npdt, items: int, threads: Optional[int], *args) -> None:
+    """:func:`_in_threads` of the compiled ``fn``, saying once per process when numba compiles it.
+
+    numba loads the loops from its disk cache when it can; only a real compilation (a cache miss, which
+    takes a minute or two) fires numba's ``numba:compile`` event, and the first such event logs one line.
+    """
+    key = (what, np.dtype(npdt).name)
+    if key in _announced:
+        _in_threads(fn, items, threads, *args)
+        return
+    from numba.core import event
+
+    class _Say(event.Listener):
+        def on_start(self, ev):
+            if key not in _announced:
+                _announced.add(key)
+                _log.warning("plasticnet: compiling the kernel engine's %s loops for %s (numba, once: "
+                             "a minute or two; cached on disk afterwards)", what, key[1])
+
+        def on_end(self, ev):
+            pass
+
+    with event.install_listener("numba:compile", _Say()):
+        _in_threads(fn, items, threads, *args)
+    _announced.add(key)
 
 
 _POOL: list = []  # [ThreadPoolExecutor], made on first use with more than one thread
@@ -303,71 +383,56 @@ def _in_threads(fn, items: int, threads: Optional[int], *args) -> None:
         job.result()
 
 
-class KernelEngine(Engine):
+class KernelEngine:
     """Materialised per-sample fast weights stepped by a compiled loop (see the module docstring).
 
-    ``threads``: worker threads over the batch (``None``: torch's thread
+    ``engine_threads``: worker threads over the batch (``None``: torch's thread
     count at call time). Results do not depend on it: every sample is
     computed alone and batch sums are taken afterwards in a fixed order.
     """
 
     name = "kernel"
+    compilable = False  # torch.compile calls it as one graph break: its loops are numba's, not torch's
+    devices = ("cpu",)
 
-    def __init__(self, threads: Optional[int] = None):
-        check_positive_int("threads", threads, allow_none=True)
+    def __init__(self, engine_threads: Optional[int] = None):
+        check_positive_int("engine_threads", engine_threads, allow_none=True)
         if not available():
             raise RuntimeError(f"the kernel engine needs numba ({IMPORT_ERROR}); install plasticnet[kernel] "
                                "or use engine='fast'")
-        self.threads = threads
+        self.threads = engine_threads
 
-    def fast_weights(self, net, state):
-        """The materialised fast weights of ``state`` (already materialised here)."""
-        return state.fast
+    def fast_weights(self, spec, fast, like):
+        """The materialised fast weights of ``fast`` (already materialised here)."""
+        return fast
 
-    def zero_fast(self, net, batch_size, device, dtype):
+    def zero_fast(self, spec, batch_size, device, dtype):
         """Zero fast weights as broadcast views of one zero (no memory until the first update)."""
         zero = torch.zeros((), device=device, dtype=dtype)
-        return {k: FastWeights(zero.expand(batch_size, m.in_features, m.out_features),
-                               zero.expand(batch_size, m.out_features) if m.plastic_bias else None)
-                for k, m in net.plastic_layers().items()}
+        return {k: FastWeights(zero.expand(batch_size, p.in_features, p.out_features),
+                               zero.expand(batch_size, p.out_features) if p.plastic_bias else None)
+                for k, p in spec.layers.items()}
 
-    def step(self, net, u, state, trace=None):
-        """One step: the episode of length 1 from ``state`` (rule ``none``: the plain network)."""
-        if net.rule == "none":
-            v = net.dynamics(u, state.h, state.c, None)
-            return v.z[:, : net.output_size], net.make_state(v.h_next, v.c, None)
-        out, state = self.forward(net, u.unsqueeze(1), state, trace)
-        return out[:, 0], state
+    def step(self, spec, u, h, c, fast, trace=False) -> EngineResult:
+        """One step: the episode of length 1 from the state."""
+        res = self.episode(spec, u.unsqueeze(1), h, c, fast, trace)
+        tr = None if res.trace is None else {k: v[:, 0] for k, v in res.trace.items()}
+        return res._replace(out=res.out[:, 0], trace=tr)
 
-    def forward(self, net, inputs, state, trace=None):
-        """Run ``inputs (B, T, I)`` from ``state`` in one call of the compiled loop."""
-        if net.rule == "none":
-            return super().forward(net, inputs, state, trace)
+    def episode(self, spec, inputs, h, c, fast, trace=False) -> EngineResult:
+        """Run ``inputs (B, T, I)`` from the state in one call of the compiled loop."""
         if inputs.device.type != "cpu":
             raise ValueError(f"the kernel engine runs on the CPU only, got inputs on {inputs.device}; "
                              "use engine='fast' or 'reference' (or 'auto') on other devices")
         if inputs.dtype not in MAX_AMPLIFICATION:
             raise ValueError(f"the kernel engine computes in float32 or float64, got {inputs.dtype}")
-        if not isinstance(state.fast, dict):
+        if not isinstance(fast, dict):
             raise ValueError("the kernel engine needs materialised fast weights in the state "
-                             "({layer: FastWeights}); got " + type(state.fast).__name__)
-        mods = net.plastic_layers()
-        layers = [mods.get(k) for k in LAYERS]
-        flat = []
-        for k, layer in zip(LAYERS, layers):
-            if layer is None:
-                flat += [None] * 6
-                continue
-            fw = state.fast[k]
-            flat += [fw.w, fw.b, layer.weight, layer.bias, layer.lr_weight, layer.lr_bias]
-        ln = net.layernorm
-        flat += [net.omega, ln.weight if ln is not None else None, ln.bias if ln is not None else None]
-        spec = dict(net=net, layers=layers, trace=trace is not None, threads=self.threads)
-        res = _Episode.apply(spec, inputs, state.h, state.c, *flat)
+                             "({layer: FastWeights}); got " + type(fast).__name__)
+        check_state(spec, h, c, fast, inputs[:, 0])  # the compiled loops read raw memory: nothing unchecked
+        res = _Episode.apply(spec, trace, self.threads, inputs, h, c, *_episode_args(spec, fast))
         Y, hT, cT = res[:3]
         FT, fbT, tr = res[3:7], res[7:11], res[11]
-        fast = {k: FastWeights(FT[i], fbT[i]) for i, k in enumerate(LAYERS) if layers[i] is not None}
-        if trace is not None:
-            for j, key in enumerate(("modulation", "clip_scale", "fast_norm")):
-                trace.setdefault(key, []).extend(tr[:, t, j] for t in range(tr.shape[1]))
-        return Y, net.make_state(hT, cT, fast)
+        new = {k: FastWeights(FT[i], fbT[i]) for i, k in enumerate(LAYERS) if k in spec.layers}
+        tr = None if tr is None else {key: tr[:, :, j] for j, key in enumerate(TRACE_KEYS)}
+        return EngineResult(Y, hT, cT, new, tr)

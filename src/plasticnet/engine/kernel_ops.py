@@ -26,11 +26,12 @@ undoing can amplify rounding (:func:`plasticnet.engine.kernel.checkpoint_interva
 the clamp cannot be undone and ``K = 1``.
 
 The same source compiles for float32 and float64 (numba dispatches on the
-arrays' dtype). Configuration: ``cfgi = [has_in, lstm, gradient, layernorm,
-modulation, n_out, K, want_trace, want_dlam, zero0, own_dF]`` (``zero0``: bit ``k``
-set where layer ``k`` starts from ``F_0 = 0``, whose checkpoint is not stored;
-``own_dF``: no ``dF_0`` wanted) and
-``cfgf = [p_lr, p_wd, clip, weight_clip (0: off), kz = 2·scale/D, eps]``.
+arrays' dtype). What the compiled code receives has names, the same for
+every compiled loop: :class:`Config` (the network's configuration and the
+call's flags), :class:`Inputs` (``U, h0, c0``), :class:`Params` (slow
+weights, rates, ``ω``, LayerNorm), :class:`Fast` (fast weights in and out,
+fast-bias tapes, checkpoints), :class:`Tape` (the forward's per-step
+vectors), and for the backward :class:`Adjoints` and :class:`BackTape`.
 Layers are indexed 0 in_fc, 1 h_fc, 2 i_fc, 3 out_fc; arrays of absent
 parts are dummies of size 1 and never touched. out_fc's ``W``, ``Λ``, ``F``
 (and their adjoints and checkpoints) are stored transposed, ``(out, in)``,
@@ -42,11 +43,128 @@ outputs; its passes are the transposed ones (``_update_read_t``, ``_read_t``,
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 _OPT = dict(cache=True, fastmath={"nsz", "arcp", "contract", "reassoc"}, error_model="numpy")
+
+
+# ---------------------------------------------------------------- what the compiled loops receive
+class Config(NamedTuple):
+    """The network's configuration and the call's flags (plain bools, ints and floats)."""
+
+    has_in: bool  # an input layer in_fc (layer 0)
+    lstm: bool  # LSTM cell (else RNN)
+    grad: bool  # gradient rule (else Hebbian)
+    has_ln: bool  # LayerNorm on h_t
+    modul: bool  # modulation m = 2σ(z[-1])
+    n_out: int  # task outputs z[:n_out]
+    K: int  # steps between checkpoints of F (kernel.checkpoint_interval)
+    want_trace: bool  # write ‖F‖ per step into Tape.TR
+    want_dl: bool  # backward: accumulate the adjoints of Λ
+    zero0: int  # bit k set where layer k starts from F_0 = 0 (its t = 0 checkpoint is not stored)
+    own_dF: bool  # backward: no dF_0 wanted, each sample's dF lives in a scratch
+    lr: float  # p_lr
+    wd: float  # p_wd
+    clip: float  # the update-norm clip
+    wclip: float  # weight_clip, 0: off
+    kz: float  # 2·inner_loss_scale/D: ∂L/∂z = kz·z ⊙ ω²
+    eps: float  # LayerNorm epsilon
+
+
+class Inputs(NamedTuple):
+    """``U (B, T, n_u)`` the episode's inputs; ``h0 (B, H)``, ``c0 (B, H)`` (LSTM, else a dummy) the start state."""
+
+    U: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+
+
+class Params(NamedTuple):
+    """Slow parameters, one entry per layer (0 in_fc, 1 h_fc, 2 i_fc, 3 out_fc; out_fc's matrices transposed).
+
+    Ws ``W``; bs ``b``; Ls ``Λ`` (ones where not trained); Lbs ``Λ_b``; omega ``ω``; gamma, beta the LayerNorm's.
+    """
+
+    Ws: tuple
+    bs: tuple
+    Ls: tuple
+    Lbs: tuple
+    omega: np.ndarray
+    gamma: np.ndarray
+    beta: np.ndarray
+
+
+class Fast(NamedTuple):
+    """Fast weights: Fs ``F (B, in, out)`` per layer (``F_0`` in, ``F_T`` out of the forward); FBs the fast
+    biases ``(B, T, out)`` per step (gradient rule); FBT their final values ``(B, out)``; CKs the checkpoints
+    ``(B, ⌈T/K⌉, in, out)``."""
+
+    Fs: tuple
+    FBs: tuple
+    FBT: tuple
+    CKs: tuple
+
+
+class Tape(NamedTuple):
+    """The forward's per-step vectors ``(B, T, ·)``: outputs Y, input-layer output X, the cell's post, cell
+    state C, h after LayerNorm HN, out_fc output Z, S = (m, s, ‖G‖), LNR = (μ, 1/σ), the gradient rule's
+    δ's D3 (out_fc), DH, DHC, DC (cell), D0 (in_fc); TR ``(B, T)`` ‖F_{t+1}‖."""
+
+    Y: np.ndarray
+    X: np.ndarray
+    POST: np.ndarray
+    C: np.ndarray
+    HN: np.ndarray
+    Z: np.ndarray
+    S: np.ndarray
+    LNR: np.ndarray
+    D3: np.ndarray
+    DH: np.ndarray
+    DHC: np.ndarray
+    DC: np.ndarray
+    D0: np.ndarray
+    TR: np.ndarray
+
+
+class Adjoints(NamedTuple):
+    """The backward's adjoints: dY in; dFs, dFBs, dh_out, dc_out the final state's in and the initial state's
+    out; dU; per-group accumulators dLs, dLbs, domega, dgamma, dbeta."""
+
+    dY: np.ndarray
+    dFs: tuple
+    dFBs: tuple
+    dh_out: np.ndarray
+    dc_out: np.ndarray
+    dU: np.ndarray
+    dLs: tuple
+    dLbs: tuple
+    domega: np.ndarray
+    dgamma: np.ndarray
+    dbeta: np.ndarray
+
+
+class BackTape(NamedTuple):
+    """Adjoints of the reads' outputs per step ``(B, T, ·)``, from which the caller forms ``W``'s gradients:
+    DA0 (in_fc), DG (cell), DZ (out_fc), DR2 (i_fc's transposed read), DDH (out_fc's)."""
+
+    DA0: np.ndarray
+    DG: np.ndarray
+    DZ: np.ndarray
+    DR2: np.ndarray
+    DDH: np.ndarray
+
+
+@njit(**_OPT)
+def _decay_add(f, keep, a, b, wclip):
+    """One entry of ``F ← clamp(keep·F + ce·Λ ⊙ (p ⊗ q))``: ``keep·f + a·b`` (``a·b = ce·p_i·Λ_ij·q_j``)
+    clamped to ``±wclip`` (``0``: off). Every update pass, of weights and biases, calls it."""
+    v = keep * f + a * b
+    if wclip > 0.0:
+        v = min(max(v, -wclip), wclip)
+    return v
 
 
 # ---------------------------------------------------------------- passes over one layer's F (in, out)
@@ -71,9 +189,7 @@ def _update_read(F, W, L, p, q, ce, keep, wclip, x, y):
         xi = x[i]
         cp = ce * p[i]
         for j in range(n_out):
-            f = keep * F[i, j] + cp * L[i, j] * q[j]
-            if wclip > 0.0:
-                f = min(max(f, -wclip), wclip)
+            f = _decay_add(F[i, j], keep, cp * L[i, j], q[j], wclip)
             F[i, j] = f
             y[j] += xi * (W[i, j] + f)
 
@@ -86,9 +202,7 @@ def _update(F, L, p, q, ce, keep, wclip):
     for i in range(n_in):
         cp = ce * p[i]
         for j in range(n_out):
-            f = keep * F[i, j] + cp * L[i, j] * q[j]
-            if wclip > 0.0:
-                f = min(max(f, -wclip), wclip)
+            f = _decay_add(F[i, j], keep, cp * L[i, j], q[j], wclip)
             F[i, j] = f
 
 
@@ -114,9 +228,7 @@ def _update_read_t(F, W, L, p, q, ce, keep, wclip, x, r):
         cp = ce * p[i]
         acc = zero
         for j in range(n_out):
-            f = keep * F[i, j] + cp * L[i, j] * q[j]
-            if wclip > 0.0:
-                f = min(max(f, -wclip), wclip)
+            f = _decay_add(F[i, j], keep, cp * L[i, j], q[j], wclip)
             F[i, j] = f
             acc += (W[i, j] + f) * x[j]
         r[i] = acc
@@ -131,7 +243,8 @@ def _sq(a):
 
 
 @njit(**_OPT)
-def _undo_update_bwd(F, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl, dp, dq):
+def _undo_update_bwd(F, W, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl, dp, dq,
+                     pend, ppre, pdpost, pa, pb, pextra, mv):
     """Backward of ``F_{t+1} = clamp(keep·F_t + ce·Λ ⊙ (p ⊗ q))`` for one layer, in one pass.
 
     On entry ``F = F_{t+1}`` and ``dF = ∂/∂F_{t+1}``; on exit ``F = F_t``
@@ -139,56 +252,20 @@ def _undo_update_bwd(F, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl,
     adjoint before the clamp). Adds ``ce·(Λ ⊙ dv) q`` to ``dp``, ``ce·(Λ ⊙
     dv)ᵀ p`` to ``dq`` and ``ce·(p ⊗ q) ⊙ dv`` to ``dL``; returns ``(Σ F_t ⊙
     dv, pᵀ(Λ ⊙ dv) q)``, the adjoints of ``keep`` and ``ce``.
+
+    With ``pend``, fused with the read backward of step ``t + 1`` left pending:
+    the read ``y = ppre (W + F_{t+1})`` (and, with ``pextra``, ``r = (W + F_{t+1}) pb``
+    with adjoint ``pa``) needs ``F_{t+1}``, which this pass reads anyway, and its
+    ``pre ⊗ dpost`` belongs to ``dF_{t+1}``, which this pass consumes. So:
+    ``mv += (W + F_{t+1}) pdpost`` and ``dv = dF + ppre ⊗ pdpost (+ pa ⊗ pb)``
+    before the update's backward. Without ``pend`` (out_fc, and the last
+    step) ``W``, ``ppre``, ``pdpost``, ``pa``, ``pb`` and ``mv`` are not read.
     """
     n_in, n_out = F.shape
     zero = F.dtype.type(0)
     ce, keep, wclip = F.dtype.type(ce), F.dtype.type(keep), F.dtype.type(wclip)
     inv = F.dtype.type(1.0 / keep) if not restore else zero
-    dkeep = zero
-    dce = zero
-    for i in range(n_in):
-        pi = p[i]
-        cp = ce * pi
-        acc = zero
-        for j in range(n_out):
-            lq = L[i, j] * q[j]
-            if restore:
-                ft = Fck[i, j]
-            else:
-                ft = (F[i, j] - cp * lq) * inv
-            F[i, j] = ft
-            dv = dF[i, j]
-            if wclip > 0.0:
-                v = keep * ft + cp * lq
-                if v > wclip or v < -wclip:
-                    dv = zero
-            acc += lq * dv
-            w = cp * dv  # one product shared by the adjoints of q and Λ
-            dq[j] += L[i, j] * w
-            dkeep += ft * dv
-            if want_dl:
-                dL[i, j] += q[j] * w
-            dF[i, j] = keep * dv
-        dp[i] += ce * acc
-        dce += pi * acc
-    return dkeep, dce
-
-
-@njit(**_OPT)
-def _undo_update_bwd_fused(F, W, L, dF, dL, p, q, ce, keep, restore, Fck, wclip, want_dl, dp, dq,
-                           ppre, pdpost, pa, pb, pextra, mv):
-    """:func:`_undo_update_bwd` of step ``t`` fused with the read backward of step ``t + 1``.
-
-    The read ``y = ppre (W + F_{t+1})`` (and, with ``pextra``, ``r = (W + F_{t+1}) pb``
-    with adjoint ``pa``) of step ``t + 1`` was left pending: its ``dpre`` needs
-    ``F_{t+1}``, which this pass reads anyway, and its ``pre ⊗ dpost`` belongs
-    to ``dF_{t+1}``, which this pass consumes. So: ``mv += (W + F_{t+1}) pdpost``
-    and ``dv = dF + ppre ⊗ pdpost (+ pa ⊗ pb)`` before the update's backward.
-    """
-    n_in, n_out = F.shape
-    zero = F.dtype.type(0)
-    ce, keep, wclip = F.dtype.type(ce), F.dtype.type(keep), F.dtype.type(wclip)
-    inv = F.dtype.type(1.0 / keep) if not restore else zero
+    pextra = pend and pextra
     dkeep = zero
     dce = zero
     for i in range(n_in):
@@ -196,18 +273,21 @@ def _undo_update_bwd_fused(F, W, L, dF, dL, p, q, ce, keep, restore, Fck, wclip,
         cp = ce * pi
         acc = zero
         macc = zero
-        ppi = ppre[i]
+        ppi = ppre[i] if pend else zero
         pai = pa[i] if pextra else zero
         for j in range(n_out):
             f1 = F[i, j]
-            macc += (W[i, j] + f1) * pdpost[j]
+            if pend:
+                macc += (W[i, j] + f1) * pdpost[j]
             lq = L[i, j] * q[j]
             if restore:
                 ft = Fck[i, j]
             else:
                 ft = (f1 - cp * lq) * inv
             F[i, j] = ft
-            dv = dF[i, j] + ppi * pdpost[j]
+            dv = dF[i, j]
+            if pend:
+                dv += ppi * pdpost[j]
             if pextra:
                 dv += pai * pb[j]
             if wclip > 0.0:
@@ -223,7 +303,8 @@ def _undo_update_bwd_fused(F, W, L, dF, dL, p, q, ce, keep, restore, Fck, wclip,
             dF[i, j] = keep * dv
         dp[i] += ce * acc
         dce += pi * acc
-        mv[i] += macc
+        if pend:
+            mv[i] += macc
     return dkeep, dce
 
 
@@ -280,10 +361,7 @@ def _sigmoid(v):
 def _bias_update(fb, Lb, q, ce, keep, wclip, out):
     """``out = clamp(keep·fb + ce·Λ_b ⊙ q)``."""
     for j in range(fb.shape[0]):
-        f = keep * fb[j] + ce * Lb[j] * q[j]
-        if wclip > 0.0:
-            f = min(max(f, -wclip), wclip)
-        out[j] = f
+        out[j] = _decay_add(fb[j], keep, ce * Lb[j], q[j], wclip)
 
 
 @njit(**_OPT)
@@ -321,8 +399,10 @@ def _cprev(c0, C, b, t):
 
 
 @njit(**_OPT)
-def _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3):
-    """``(pre, q)`` of ``layer`` at step ``t``: the update is ``Λ ⊙ (pre ⊗ q)``."""
+def _factors(layer, b, t, grad, inp, tp):
+    """``(pre, q)`` of ``layer`` at step ``t``: the update is ``Λ ⊙ (pre ⊗ q)`` (:class:`Inputs`, :class:`Tape`)."""
+    U, h0 = inp.U, inp.h0
+    X, POST, Z, HN, D0, DC, D3 = tp.X, tp.POST, tp.Z, tp.HN, tp.D0, tp.DC, tp.D3
     if layer == 0:
         return U[b, t], (D0[b, t] if grad else X[b, t])
     if layer == 1:
@@ -334,12 +414,15 @@ def _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3):
 
 # ---------------------------------------------------------------- forward of one sample
 @njit(**_OPT)
-def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
-                    Fs, FBs, FBT, CKs, Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR):
+def _forward_sample(b, cfg, inp, prm, fst, tp):
     has_in, lstm, grad, has_ln, modul, n_out, K, want_trace = (
-        cfgi[0], cfgi[1], cfgi[2], cfgi[3], cfgi[4], cfgi[5], cfgi[6], cfgi[7])
-    zero0 = cfgi[9]
-    lr, wd, clip, wclip, kz, eps = cfgf[0], cfgf[1], cfgf[2], cfgf[3], cfgf[4], cfgf[5]
+        cfg.has_in, cfg.lstm, cfg.grad, cfg.has_ln, cfg.modul, cfg.n_out, cfg.K, cfg.want_trace)
+    zero0 = cfg.zero0
+    lr, wd, clip, wclip, kz, eps = cfg.lr, cfg.wd, cfg.clip, cfg.wclip, cfg.kz, cfg.eps
+    U, h0, c0 = inp
+    Ws, bs, Ls, Lbs, omega, gamma, beta = prm
+    Fs, FBs, FBT, CKs = fst
+    Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR = tp
     T = U.shape[1]
     H = HN.shape[2]
     G = POST.shape[2]
@@ -357,7 +440,7 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
         x = X[b, t]
         if has_in:
             if upd:
-                p, q = _factors(0, b, t - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+                p, q = _factors(0, b, t - 1, grad, inp, tp)
                 _update_read(Fs[0][b], Ws[0], Ls[0], p, q, ce, keep, wclip, u, a0)
             else:
                 _read(Fs[0][b], Ws[0], u, a0)
@@ -373,9 +456,9 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
         # ---- cell: g = h (W_h + F_h) + x (W_i + F_i) + biases
         hp = _hprev(h0, HN, b, t)
         if upd:
-            p, q = _factors(1, b, t - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+            p, q = _factors(1, b, t - 1, grad, inp, tp)
             _update_read(Fs[1][b], Ws[1], Ls[1], p, q, ce, keep, wclip, hp, g)
-            p, q = _factors(2, b, t - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+            p, q = _factors(2, b, t - 1, grad, inp, tp)
             _update_read(Fs[2][b], Ws[2], Ls[2], p, q, ce, keep, wclip, x, g2)
             if grad:
                 _bias_update(FBs[1][b, t - 1], Lbs[1], q, ce, keep, wclip, FBs[1][b, t])
@@ -423,7 +506,7 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
         # ---- output layer
         z = Z[b, t]
         if upd:
-            p, q = _factors(3, b, t - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+            p, q = _factors(3, b, t - 1, grad, inp, tp)
             _update_read_t(Fs[3][b], Ws[3], Ls[3], q, p, ce, keep, wclip, hn, z)
             if grad:
                 _bias_update(FBs[3][b, t - 1], Lbs[3], q, ce, keep, wclip, FBs[3][b, t])
@@ -501,7 +584,7 @@ def _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, bet
     # ---- the last step's update
     for layer in range(4):
         if layer > 0 or has_in:
-            p, q = _factors(layer, b, T - 1, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+            p, q = _factors(layer, b, T - 1, grad, inp, tp)
             if layer == 3:  # stored transposed
                 _update(Fs[3][b], Ls[3], q, p, ce, keep, wclip)
             else:
@@ -535,29 +618,34 @@ def _fast_norm_final(b, has_in, grad, Fs, FBT):
 
 
 @njit(nogil=True, **_OPT)
-def forward(b0, b1, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
-            Fs, FBs, FBT, CKs, Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR):
-    """The whole episode of samples ``b0 … b1 − 1`` (see the module docstring); ``Fs`` hold ``F_0`` in, ``F_T`` out.
+def forward(b0, b1, cfg, inp, prm, fst, tp):
+    """The whole episode of samples ``b0 … b1 − 1`` (see the module docstring); ``fst.Fs`` hold ``F_0`` in,
+    ``F_T`` out; ``tp`` is filled.
 
     Releases the GIL: the caller runs disjoint ranges of samples in threads.
     """
     for b in range(b0, b1):
-        _forward_sample(b, cfgi, cfgf, U, h0, c0, Ws, bs, Ls, Lbs, omega, gamma, beta,
-                        Fs, FBs, FBT, CKs, Y, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0, TR)
+        _forward_sample(b, cfg, inp, prm, fst, tp)
 
 
 # ---------------------------------------------------------------- backward of one sample
 @njit(**_OPT)
-def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
-                     Fs, Zs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
-                     dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
-                     DA0, DG, DZ, DR2, DDH):
-    """Sample ``b`` of :func:`backward`: ``Fs[k][0]`` holds its ``F_T`` (a scratch copy), ``dFs[k][bd]`` its ``dF``."""
+def _backward_sample(b, g, bd, cfg, inp, prm, fst, tp, adj, bt, Fs, Zs, dFs):
+    """Sample ``b`` of :func:`backward`: ``Fs[k][0]`` holds its ``F_T`` (a scratch copy), ``dFs[k][bd]`` its
+    ``dF`` (these two replace ``fst.Fs`` and ``adj.dFs``); ``Zs`` are zeros of each layer's shape."""
     has_in, lstm, grad, has_ln, modul, n_out, K = (
-        cfgi[0], cfgi[1], cfgi[2], cfgi[3], cfgi[4], cfgi[5], cfgi[6])
-    want_dl = cfgi[8] != 0
-    zero0 = cfgi[9]
-    lr, wd, clip, wclip, kz = cfgf[0], cfgf[1], cfgf[2], cfgf[3], cfgf[4]
+        cfg.has_in, cfg.lstm, cfg.grad, cfg.has_ln, cfg.modul, cfg.n_out, cfg.K)
+    want_dl = cfg.want_dl
+    zero0 = cfg.zero0
+    lr, wd, clip, wclip, kz = cfg.lr, cfg.wd, cfg.clip, cfg.wclip, cfg.kz
+    U, h0, c0 = inp
+    Ws, Ls, Lbs, omega, gamma = prm.Ws, prm.Ls, prm.Lbs, prm.omega, prm.gamma
+    FBs, CKs = fst.FBs, fst.CKs
+    X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC = (
+        tp.X, tp.POST, tp.C, tp.HN, tp.Z, tp.S, tp.LNR, tp.D3, tp.DH, tp.DHC, tp.DC)
+    dY, dFBs, dh_out, dc_out, dU = adj.dY, adj.dFBs, adj.dh_out, adj.dc_out, adj.dU
+    dLs, dLbs, domega, dgamma, dbeta = adj.dLs, adj.dLbs, adj.domega, adj.dgamma, adj.dbeta
+    DA0, DG, DZ, DR2, DDH = bt
     dt = U.dtype
     T = U.shape[1]
     H = HN.shape[2]
@@ -597,35 +685,30 @@ def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
             dp, dq = dps[layer], dqs[layer]
             dp[:] = 0.0
             dq[:] = 0.0
-            p, q = _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+            p, q = _factors(layer, b, t, grad, inp, tp)
             if restore and t == 0 and (zero0 >> layer) & 1:
                 ck = Zs[layer]  # F_0 = 0: never stored
             else:
                 ck = CKs[layer][b, t // K] if restore else CKs[layer][b, 0]
-            if pend and layer == 1:  # h_{t} (W_h + F_h) of step t + 1: its adjoint is dh_next
-                k1, k2 = _undo_update_bwd_fused(Fs[1][0], Ws[1], Ls[1], dFs[1][bd], dLs[1][g], p, q, ce, keep,
-                                                restore, ck, wclip, want_dl, dp, dq, HN[b, t], DG[b, t + 1],
-                                                dg_dummy, dg_dummy, False, dh_next)
-            elif pend and layer == 2:  # x_{t+1} (W_i + F_i) of step t + 1 (and its δ read)
+            # the pending reads of step t + 1 on this layer (out_fc's read is differentiated in step 5)
+            ppre, pdpost, pa, pb, pextra, mv = dg_dummy, dg_dummy, dg_dummy, dg_dummy, False, dg_dummy
+            if pend and layer == 1:  # h_{t} (W_h + F_h): its adjoint is dh_next
+                ppre, pdpost, mv = HN[b, t], DG[b, t + 1], dh_next
+            elif pend and layer == 2:  # x_{t+1} (W_i + F_i) (and its δ read)
+                ppre, pdpost, mv = X[b, t + 1], DG[b, t + 1], dx_next
                 if grad and has_in:
-                    k1, k2 = _undo_update_bwd_fused(Fs[2][0], Ws[2], Ls[2], dFs[2][bd], dLs[2][g], p, q, ce, keep,
-                                                    restore, ck, wclip, want_dl, dp, dq, X[b, t + 1], DG[b, t + 1],
-                                                    DR2[b, t + 1], DC[b, t + 1], True, dx_next)
-                else:
-                    k1, k2 = _undo_update_bwd_fused(Fs[2][0], Ws[2], Ls[2], dFs[2][bd], dLs[2][g], p, q, ce, keep,
-                                                    restore, ck, wclip, want_dl, dp, dq, X[b, t + 1], DG[b, t + 1],
-                                                    dg_dummy, dg_dummy, False, dx_next)
-                _input_layer_adjoint(b, t + 1, has_in, grad, X, dx_next, DA0, dU, dFBs)
-            elif pend and layer == 0:  # u_{t+1} (W_in + F_in) of step t + 1
-                k1, k2 = _undo_update_bwd_fused(Fs[0][0], Ws[0], Ls[0], dFs[0][bd], dLs[0][g], p, q, ce, keep,
-                                                restore, ck, wclip, want_dl, dp, dq, U[b, t + 1], DA0[b, t + 1],
-                                                dg_dummy, dg_dummy, False, dU[b, t + 1])
-            elif layer == 3:  # stored transposed
-                k1, k2 = _undo_update_bwd(Fs[3][0], Ls[3], dFs[3][bd], dLs[3][g], q, p, ce, keep,
-                                          restore, ck, wclip, want_dl, dq, dp)
+                    pa, pb, pextra = DR2[b, t + 1], DC[b, t + 1], True
+            elif pend and layer == 0:  # u_{t+1} (W_in + F_in)
+                ppre, pdpost, mv = U[b, t + 1], DA0[b, t + 1], dU[b, t + 1]
+            if layer == 3:  # stored transposed
+                k1, k2 = _undo_update_bwd(Fs[3][0], Ws[3], Ls[3], dFs[3][bd], dLs[3][g], q, p, ce, keep, restore,
+                                          ck, wclip, want_dl, dq, dp, False, ppre, pdpost, pa, pb, pextra, mv)
             else:
-                k1, k2 = _undo_update_bwd(Fs[layer][0], Ls[layer], dFs[layer][bd], dLs[layer][g], p, q, ce, keep,
-                                          restore, ck, wclip, want_dl, dp, dq)
+                k1, k2 = _undo_update_bwd(Fs[layer][0], Ws[layer], Ls[layer], dFs[layer][bd], dLs[layer][g], p, q,
+                                          ce, keep, restore, ck, wclip, want_dl, dp, dq, pend, ppre, pdpost, pa, pb,
+                                          pextra, mv)
+            if pend and layer == 2:
+                _input_layer_adjoint(b, t + 1, has_in, grad, X, dx_next, DA0, dU, dFBs)
             dkeep += k1
             dce += k2
             if grad:
@@ -642,7 +725,7 @@ def _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
         for layer in range(4):
             if layer == 0 and not has_in:
                 continue
-            p, q = _factors(layer, b, t, grad, U, X, POST, Z, HN, h0, D0, DC, D3)
+            p, q = _factors(layer, b, t, grad, inp, tp)
             pp, qq = _sq(p), _sq(q)
             dp, dq = dps[layer], dqs[layer]
             fq = 2.0 * dnsq * ((pp + 1.0) if grad else pp)
@@ -856,16 +939,13 @@ def _hc_of(b, t, j, lstm, POST, C, H):
 
 
 @njit(nogil=True, **_OPT)
-def backward(g0, g1, bounds, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
-             Fs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
-             dY, dFs, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
-             DA0, DG, DZ, DR2, DDH):
+def backward(g0, g1, bounds, cfg, inp, prm, fst, tp, adj, bt):
     """Reverse-time adjoint of :func:`forward` for the sample groups ``g0 … g1 − 1``.
 
     Group ``g`` is the samples ``bounds[g] … bounds[g + 1] − 1``, taken in order.
-    ``Fs`` hold ``F_T`` (only read: each sample is undone in a scratch copy);
-    ``dFs, dFBs, dh_out, dc_out`` hold the adjoints of the final state in and of
-    the initial state out (``dFs`` only with ``cfgi[10] = 0``; otherwise each
+    ``fst.Fs`` hold ``F_T`` (only read: each sample is undone in a scratch copy);
+    ``adj.dFs, dFBs, dh_out, dc_out`` hold the adjoints of the final state in and of
+    the initial state out (``dFs`` only without ``cfg.own_dF``; otherwise each
     sample's ``dF`` starts at zero in a scratch and ``dF_0`` is dropped); the
     accumulators ``dLs, dLbs, domega, dgamma, dbeta`` have one slot per group,
     and the tapes ``DA0, DG, DZ, DR2, DDH`` of the reads' output adjoints are
@@ -873,12 +953,13 @@ def backward(g0, g1, bounds, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
     the caller). Groups, not threads, fix the order of every sum: the numbers
     do not depend on how many threads share the groups.
     """
-    dt = U.dtype
+    dt = inp.U.dtype
+    Fs, dFs = fst.Fs, adj.dFs
     n0, n1, n2, n3 = Fs[0].shape[1:], Fs[1].shape[1:], Fs[2].shape[1:], Fs[3].shape[1:]
     sFs = (np.empty((1, n0[0], n0[1]), dt), np.empty((1, n1[0], n1[1]), dt),
            np.empty((1, n2[0], n2[1]), dt), np.empty((1, n3[0], n3[1]), dt))
     Zs = (np.zeros(n0, dt), np.zeros(n1, dt), np.zeros(n2, dt), np.zeros(n3, dt))
-    own_dF = cfgi[10] != 0
+    own_dF = cfg.own_dF
     if own_dF:
         dFu = (np.empty((1, n0[0], n0[1]), dt), np.empty((1, n1[0], n1[1]), dt),
                np.empty((1, n2[0], n2[1]), dt), np.empty((1, n3[0], n3[1]), dt))
@@ -887,12 +968,9 @@ def backward(g0, g1, bounds, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
     for g in range(g0, g1):
         for b in range(bounds[g], bounds[g + 1]):
             for k in range(4):
-                if k > 0 or cfgi[0] != 0:  # an absent in_fc has a dummy of one slot
+                if k > 0 or cfg.has_in:  # an absent in_fc has a dummy of one slot
                     sFs[k][0] = Fs[k][b]
                     if own_dF:
                         dFu[k][0] = 0.0
             bd = 0 if own_dF else b
-            _backward_sample(b, g, bd, cfgi, cfgf, U, h0, c0, Ws, Ls, Lbs, omega, gamma,
-                             sFs, Zs, FBs, CKs, X, POST, C, HN, Z, S, LNR, D3, DH, DHC, DC, D0,
-                             dY, dFu, dFBs, dh_out, dc_out, dU, dLs, dLbs, domega, dgamma, dbeta,
-                             DA0, DG, DZ, DR2, DDH)
+            _backward_sample(b, g, bd, cfg, inp, prm, fst, tp, adj, bt, sFs, Zs, dFu)

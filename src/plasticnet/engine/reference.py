@@ -13,52 +13,39 @@ import torch
 
 from .. import rules
 from ..layers import FastWeights
-from .base import Engine
+from .base import EngineResult, StepEngine, apply_rule, dynamics, hebbian_pre_post, trace_values
 
 
-class ReferenceEngine(Engine):
-    """Runs :class:`~plasticnet.network.PlasticRNN` one step at a time."""
+class ReferenceEngine(StepEngine):
+    """SPEC §1 one step at a time over materialised ``(B, in, out)`` fast weights (the oracle)."""
 
     name = "reference"
 
-    def step(self, net, u, state, trace=None):
-        """One step of SPEC §1: outputs use ``F_t``, the state holds ``F_{t+1}``."""
-        if net.rule != "gradient":
-            return self._step(net, u, state, trace, outer_grad=torch.is_grad_enabled())
+    def step(self, spec, u, h, c, fast, trace=False) -> EngineResult:
+        """One step of SPEC §1: the output uses ``F_t``, the state holds ``F_{t+1}``."""
+        if spec.rule != "gradient":
+            return self._step(spec, u, h, c, fast, trace, outer_grad=torch.is_grad_enabled())
         outer_grad = torch.is_grad_enabled()
         with torch.enable_grad():  # the rule itself needs autograd, even in evaluation
-            out, new_state = self._step(net, u, state, trace, outer_grad)
-        if not outer_grad:
-            out, new_state = _detach(out), _detach(new_state)
-        return out, new_state
+            res = self._step(spec, u, h, c, fast, trace, outer_grad)
+        return res if outer_grad else _detach(res)
 
-    def fast_weights(self, net, state):
-        """The materialised fast weights of ``state`` (already materialised here)."""
-        return state.fast
-
-    def _step(self, net, u, state, trace, outer_grad):
-        fast = state.fast
-        if net.rule == "gradient":
+    def _step(self, spec, u, h, c, fast, trace, outer_grad) -> EngineResult:
+        if spec.rule == "gradient":
             fast = {k: FastWeights(*(_needs_grad(t) for t in v)) for k, v in fast.items()}
-        v = net.dynamics(u, state.h, state.c, fast)
-        out = v.z[:, : net.output_size]
-        if net.rule == "none":
-            return out, net.make_state(v.h_next, v.c, None)
-
+        v = dynamics(spec, u, h, c, fast)
         names = list(fast)
-        if net.rule == "hebbian":
-            pre_post = net.hebbian_pre_post(u, state.h, v)
+        if spec.rule == "hebbian":
+            pre_post = hebbian_pre_post(spec, u, h, v)
             terms = {k: FastWeights(rules.hebbian_term(*pre_post[k]), None) for k in names}
         else:
-            loss = rules.internal_loss(v.z, net.omega, net.inner_loss_scale).sum()
+            loss = rules.internal_loss(v.z, spec.omega, spec.inner_loss_scale).sum()
             flat = [t for k in names for t in fast[k]]
             grads = torch.autograd.grad(loss, flat, create_graph=outer_grad)
             terms = {k: FastWeights(grads[2 * i], grads[2 * i + 1]) for i, k in enumerate(names)}
-
-        new_fast, m, s = net.apply_rule(fast, terms, v.z)
-        if trace is not None:
-            net.record_trace(trace, m, s, new_fast)
-        return out, net.make_state(v.h_next, v.c, new_fast)
+        new_fast, m, s = apply_rule(spec, fast, terms, v.z)
+        tr = trace_values(m, s, new_fast) if trace else None
+        return EngineResult(v.z[:, : spec.output_size], v.h_next, v.c, new_fast, tr)
 
 
 def _needs_grad(t):
