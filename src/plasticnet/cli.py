@@ -61,6 +61,10 @@ def _train(args) -> int:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     run_dir = default_run_dir(options, resume=args.resume) if args.run_dir is None else Path(args.run_dir)
+    pretrained = options.get("pretrained")
+    if pretrained and not args.resume and not Path(str(pretrained)).is_file():  # a resumed run's checkpoint has it
+        raise FileNotFoundError(f"pretrained encoder {str(pretrained)!r} not found "
+                                f"(write one with `plasticnet pretrain`)")
     summary = train_run(options, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"{run_dir}: best val_error {summary['best_val_error']:.5f}, final {summary['final_val_error']:.5f} "
           f"after {summary['batches']} batches ({summary['elapsed_s']:.0f} s)")
