@@ -56,7 +56,12 @@ def _train(args) -> int:
     from .config import parse_set
     from .train import default_run_dir, train_run
 
+    from .tasks import get_task_class
+
     options = {"task": args.task, **parse_set(args.set or [])}
+    if args.task in task_names() and getattr(get_task_class(args.task), "cells", None) == () \
+            and (args.cell is not None or "cell" in options):
+        raise ValueError(f"task {args.task!r} has no --cell (its network is fixed); leave it out")
     for key in ("rule", "cell", "batches", "seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -245,6 +250,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the file's")
     p.add_argument("--no-analysis", action="store_true", help="skip the per-run analysis after training")
     p.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (batches of all trials, time left)")
     p.set_defaults(func=_sweep)
 
 
@@ -270,7 +276,7 @@ def _sweep(args) -> int:
         return 0
     try:
         outcomes = run_sweep(experiment, out=args.out, backend=args.backend, workers=args.workers,
-                             address=args.address, analyze=not args.no_analysis)
+                             address=args.address, analyze=not args.no_analysis, progress=not args.quiet)
     except ImportError as err:  # the ray backend without Ray: its install hint as the error
         raise ValueError(str(err)) from None
     failed = [o for o in outcomes if o.status == "failed"]
