@@ -71,8 +71,10 @@ def _train(args) -> int:
         raise FileNotFoundError(f"pretrained encoder {str(pretrained)!r} not found "
                                 f"(write one with `plasticnet pretrain`)")
     summary = train_run(options, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"{run_dir}: best val_error {summary['best_val_error']:.5f}, final {summary['final_val_error']:.5f} "
-          f"after {summary['batches']} batches ({summary['elapsed_s']:.0f} s)")
+    extra = "".join(f", {k} {v:.5f}" for k, v in (summary.get("final_val_metrics") or {}).items()
+                    if k in ("query_error", "recall_error"))  # regression's val_error covers every step
+    print(f"{run_dir}: best val_error {summary['best_val_error']:.5f}, final {summary['final_val_error']:.5f}"
+          f"{extra} after {summary['batches']} batches ({summary['elapsed_s']:.0f} s)")
     return 0
 
 
@@ -87,17 +89,24 @@ def _add_eval(sub) -> None:
 
 
 def _eval(args) -> int:
-    from .train import evaluate_run
+    from .stats import t_interval
+    from .train import evaluate, load_run, validation_batches
 
     if args.batches is not None:
         check_positive_int("--batches", args.batches)
     if args.seed is not None:
         check_nonnegative_int("--seed", args.seed)
-    metrics, batches, seed = evaluate_run(args.run_dir, checkpoint=args.checkpoint, batches=args.batches,
-                                          seed=args.seed)
-    print(f"{args.run_dir} ({args.checkpoint} checkpoint), {batches} batches of fresh episodes (seed {seed}):")
-    for k, v in metrics.items():
-        print(f"  {k}: {v:.6f}")
+    # evaluate_run's episodes, one batch at a time: the mean over batches and its 95 % t-interval
+    task, model, config = load_run(args.run_dir, args.checkpoint)
+    batches = config["val_batches"] if args.batches is None else args.batches
+    seed = config["seed"] if args.seed is None else args.seed
+    per_batch = [evaluate(task, model, [b], config["device"])
+                 for b in validation_batches(task, config, "test", batches, seed)]
+    print(f"{args.run_dir} ({args.checkpoint} checkpoint), {batches} batches of fresh episodes (seed {seed}); "
+          f"mean ± 95 % t-interval over batches:")
+    for k in per_batch[0]:
+        mean, half, _ = t_interval([m[k] for m in per_batch])
+        print(f"  {k}: {mean:.6f}" + (f" ± {half:.6f}" if half == half else ""))
     return 0
 
 
@@ -168,13 +177,14 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--encoder", default="conv4", help="conv4 | resnet12")
     p.add_argument("--channels", type=int, default=64, help="encoder width (the task's encoder_channels)")
     p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=128, help="images per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4, help="weight decay")
+    p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--data-dir", dest="data_dir", help="folder of a real dataset (or $PLASTICNET_DATA)")
-    p.add_argument("--image-size", dest="image_size", type=int, default=0)
+    p.add_argument("--image-size", dest="image_size", type=int, default=0,
+                   help="image side in pixels (0: the dataset's)")
     p.set_defaults(func=_pretrain)
 
 
