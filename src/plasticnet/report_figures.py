@@ -69,7 +69,7 @@ def learning_curves(keys, conditions, path: Path, title: str = "", ylabel: str =
             ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2)
             drawn = True
         ax.set(title=f"{title}, {panel}" if title and panel else title or panel, xlabel="batch")
-        ax.legend(fontsize=7)
+        _legend(ax, len(conds))
     axes[0][0].set_ylabel(ylabel)
     means = [y for ax in axes[0] for line in ax.get_lines() for y in line.get_ydata()]
     if means and min(means) > 0 and max(means) / min(means) >= 3:  # early errors dwarf the rest
@@ -117,7 +117,7 @@ def error_vs(keys, conditions, key: str, path: Path) -> bool:
     if len(positive) == len(xs_all) and max(positive) / min(positive) >= 20:
         ax.set_xscale("log")
     ax.set(xlabel=key, ylabel="final validation error")
-    ax.legend(fontsize=7)
+    _legend(ax, len(ax.get_lines()))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
