@@ -138,7 +138,7 @@ def test_bad_claim_files_are_refused():
         synthetic_claim(test="ttest")
     with pytest.raises(ValueError, match="expect must be one of negative, positive"):
         synthetic_claim(comparisons=[{"terms": [{"where": {"rule": "none"}, "coef": 1}], "expect": "up"}])
-    with pytest.raises(ValueError, match="'sizes' must give exactly quick, paper, smoke"):
+    with pytest.raises(ValueError, match="'sizes' must give exactly quick, standard, paper, smoke"):
         synthetic_claim(sizes={"quick": {}})
     with pytest.raises(ValueError, match="unknown option.*'hiden_size'"):
         synthetic_claim(sizes={s: {"base": {"hiden_size": 8}} for s in SIZES})
@@ -150,14 +150,14 @@ def test_bad_claim_files_are_refused():
 
 def test_size_overrides_and_seeds():
     claim = synthetic_claim(sizes={"paper": {"seeds": 4}, "quick": {"grid": {"rule": ["gradient"]}, "seeds": 3},
-                                   "smoke": {"base": {"batches": 2}}},
+                                   "standard": {"seeds": 4}, "smoke": {"base": {"batches": 2}}},
                             comparisons=[{"lower": {"rule": "gradient"}, "than": 0.1}])
     (paper,) = claim_experiments(claim, "paper")
     (quick,) = claim_experiments(claim, "quick")
     assert len(paper.trials()) == 8 and len(quick.trials()) == 3
     assert len(claim_experiments(claim, "quick", seeds=5)[0].trials()) == 5
     assert claim_experiments(claim, "smoke")[0].base["batches"] == 2
-    with pytest.raises(ValueError, match="unknown size 'huge'; allowed: quick, paper, smoke"):
+    with pytest.raises(ValueError, match="unknown size 'huge'; allowed: quick, standard, paper, smoke"):
         claim_experiments(claim, "huge")
 
 
