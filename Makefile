@@ -11,7 +11,10 @@ EXTRAS ?= kernel,plots,log,dev,sweep
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, as the CPU build this project is tested with (plain `torch` may pull a CUDA build)
+	# torch first, at the version this project is tested with. pip takes the build its index serves:
+	# the CPU build on macOS and Windows, the (larger) CUDA build from PyPI on Linux. For the CPU build
+	# on Linux install torch first yourself (pip install torch==2.13.0 --index-url
+	# https://download.pytorch.org/whl/cpu): this step is skipped when torch imports.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)

@@ -20,7 +20,7 @@ def quick_train(task_name: str, rule: str, *, batches: int, batch_size: int = 32
     task = make_task(task_name, **(task_options or {}))
     opts = dict(task.model_defaults)
     opts.update(model_options)
-    model = task.build_model(rule, "rnn", **opts)
+    model = task.build_model(rule, None, **opts)
     optim = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, batches, eta_min=lr / 100) if cosine else None
     gen = torch.Generator().manual_seed(seed)

@@ -20,53 +20,87 @@ def _fast(cell, B, seed=0):
     return {"h_fc": fw(cell.h_fc), "i_fc": fw(cell.i_fc)}
 
 
-@pytest.mark.parametrize("cls,torch_cls", [(PlasticRNNCell, torch.nn.RNNCell), (PlasticLSTMCell, torch.nn.LSTMCell)])
-def test_cell_without_fast_weights_is_the_torch_cell(cls, torch_cls):
-    """``cell(input)`` starts from zeros and, without fast weights, computes nn.RNNCell(relu) / nn.LSTMCell."""
-    torch.manual_seed(0)
-    cell = cls(5, 6).double()
-    kw = {"nonlinearity": "relu"} if torch_cls is torch.nn.RNNCell else {}
-    ref = torch_cls(5, 6, **kw).double()
+def _torch_twin(cell, torch_cls, **kw):
+    """A torch cell holding the plastic cell's slow weights (through the torch-layout views)."""
+    ref = torch_cls(cell.input_size, cell.hidden_size, **kw).to(cell.h_fc.weight.dtype)
     with torch.no_grad():
-        ref.weight_ih.copy_(cell.i_fc.weight.t())
-        ref.weight_hh.copy_(cell.h_fc.weight.t())
-        ref.bias_ih.copy_(cell.i_fc.bias)
-        ref.bias_hh.copy_(cell.h_fc.bias)
-    xs = torch.randn(3, 4, 5, dtype=torch.float64)
-    state, ref_state = None, None
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, name).copy_(getattr(cell, name))
+    return ref
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "tanh"])
+def test_rnn_cell_is_a_drop_in_for_nn_rnncell(nonlinearity):
+    """The same calls and results as nn.RNNCell: batched, unbatched, hx=None; h' returned alone."""
+    torch.manual_seed(0)
+    cell = PlasticRNNCell(5, 6, nonlinearity=nonlinearity).double()
+    ref = _torch_twin(cell, torch.nn.RNNCell, nonlinearity=nonlinearity)
+    xs = torch.randn(4, 3, 5, dtype=torch.float64)  # (T, B, I) as torch's example
+    hx = ref_hx = None
     for t in range(4):
-        h, state = cell(xs[:, t], state)
-        ref_state = ref(xs[:, t], ref_state)
-        ref_h = ref_state if torch_cls is torch.nn.RNNCell else ref_state[0]
-        torch.testing.assert_close(h, ref_h, atol=1e-12, rtol=0)
-    if cls is PlasticLSTMCell:
-        assert isinstance(state, tuple) and len(state) == 2
-        torch.testing.assert_close(state[1], ref_state[1], atol=1e-12, rtol=0)
-    else:
-        assert torch.equal(state, h)
+        hx, ref_hx = cell(xs[t], hx), ref(xs[t], ref_hx)
+        assert isinstance(hx, torch.Tensor)
+        torch.testing.assert_close(hx, ref_hx, atol=1e-12, rtol=0)
+    h1 = torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(cell(xs[0, 0], h1), ref(xs[0, 0], h1), atol=1e-12, rtol=0)  # unbatched
+    assert cell(xs[0, 0]).shape == (6,)
+    assert cell.weight_ih.shape == ref.weight_ih.shape and cell.weight_hh.shape == ref.weight_hh.shape
+
+
+def test_lstm_cell_is_a_drop_in_for_nn_lstmcell():
+    """A loop written for nn.LSTMCell runs unchanged on PlasticLSTMCell and gives the same (h', c')."""
+
+    def run(cell, xs):
+        hx, cx = torch.zeros(3, 6, dtype=xs.dtype), torch.zeros(3, 6, dtype=xs.dtype)
+        out = []
+        for i in range(xs.size()[0]):
+            hx, cx = cell(xs[i], (hx, cx))
+            out.append(hx)
+        return torch.stack(out, dim=0), cx
+
+    torch.manual_seed(0)
+    cell = PlasticLSTMCell(5, 6, dtype=torch.float64)
+    assert cell.h_fc.weight.dtype == torch.float64
+    ref = _torch_twin(cell, torch.nn.LSTMCell)
+    xs = torch.randn(4, 3, 5, dtype=torch.float64)
+    for a, b in zip(run(cell, xs), run(ref, xs)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    for a, b in zip(cell(xs[0]), ref(xs[0])):  # hx=None: zeros
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    h1, c1 = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    for a, b in zip(cell(xs[0, 0], (h1, c1)), ref(xs[0, 0], (h1, c1))):  # unbatched
+        assert a.shape == (6,)
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("cls", [PlasticRNNCell, PlasticLSTMCell])
 def test_cell_forward_is_the_networks_step(cls):
-    """``cell(input, state, fast)`` gives the h (and c) of the step the network uses, and reads the fast weights."""
+    """``cell(input, hx, fast)`` gives the h (and c) of the step the network uses, and reads the fast weights."""
     torch.manual_seed(1)
     cell = cls(5, 6).double()
     x = torch.randn(3, 5, dtype=torch.float64)
     h0, c0 = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
     fast = _fast(cell, 3)
-    state = h0 if cls is PlasticRNNCell else (h0, c0)
-    h, new = cell(x, state, fast)
-    want = cell.step(x, h0, c0 if cls is PlasticLSTMCell else None, fast["h_fc"], fast["i_fc"])
-    assert torch.equal(h, want.h)
-    if cls is PlasticLSTMCell:
+    lstm = cls is PlasticLSTMCell
+    hx = (h0, c0) if lstm else h0
+    new = cell(x, hx, fast)
+    want = cell.step(x, h0, c0 if lstm else None, fast["h_fc"], fast["i_fc"])
+    assert torch.equal(new[0] if lstm else new, want.h)
+    if lstm:
         assert torch.equal(new[1], want.c)
-    h_plain, _ = cell(x, state)
+    h = new[0] if lstm else new
+    plain = cell(x, hx)
+    h_plain = plain[0] if lstm else plain
     assert not torch.allclose(h, h_plain)  # the fast weights are read
     zero = {k: FastWeights(torch.zeros_like(v.w), torch.zeros_like(v.b)) for k, v in fast.items()}
-    torch.testing.assert_close(cell(x, state, zero)[0], h_plain, atol=1e-14, rtol=0)
-    h_default, _ = cell(x, None)
-    zeros = torch.zeros(3, 6, dtype=torch.float64)
-    torch.testing.assert_close(h_default, cell(x, zeros if cls is PlasticRNNCell else (zeros, zeros))[0])
+    out = cell(x, hx, zero)
+    torch.testing.assert_close(out[0] if lstm else out, h_plain, atol=1e-14, rtol=0)
+    # unbatched fast weights: each sample on its own gives the batched row
+    for n in range(3):
+        fast_n = {k: FastWeights(v.w[n], v.b[n]) for k, v in fast.items()}
+        hx_n = (h0[n], c0[n]) if lstm else h0[n]
+        out_n = cell(x[n], hx_n, fast_n)
+        torch.testing.assert_close(out_n[0] if lstm else out_n, h[n], atol=1e-14, rtol=0)
 
 
 def test_cell_takes_a_networks_fast_weights_whole():
@@ -76,58 +110,44 @@ def test_cell_takes_a_networks_fast_weights_whole():
     _, state = net(u)
     fast = net.fast_weights(state)  # in_fc, h_fc, i_fc, out_fc
     x = torch.rand(2, 6, dtype=torch.float64)
-    h, _ = net.cell(x, state.h, fast)
+    h = net.cell(x, state.h, fast)
     assert torch.equal(h, net.cell.step(x, state.h, None, fast["h_fc"], fast["i_fc"]).h)
 
 
 def test_cell_bad_arguments():
     rnn, lstm = PlasticRNNCell(5, 6), PlasticLSTMCell(5, 6)
-    with pytest.raises(ValueError, match=r"input must be a tensor of shape \(B, 5\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"input must be a tensor of shape \(B, 5\) or \(5,\), got \(3, 4\)"):
         rnn(torch.rand(3, 4))
-    with pytest.raises(ValueError, match=r"state must be a tensor of shape \(3, 6\), got \(2, 6\)"):
+    with pytest.raises(ValueError, match=r"hx must be a tensor of shape \(3, 6\), got \(2, 6\)"):
         rnn(torch.rand(3, 5), torch.rand(2, 6))
-    with pytest.raises(ValueError, match=r"state of an LSTM cell must be None or a pair \(h, c\)"):
+    with pytest.raises(ValueError, match=r"hx must be a tensor of shape \(6,\), got \(1, 6\)"):
+        rnn(torch.rand(5), torch.rand(1, 6))
+    with pytest.raises(ValueError, match=r"hx of an LSTM cell must be None or a pair \(h, c\)"):
         lstm(torch.rand(3, 5), torch.rand(3, 6))
-    with pytest.raises(ValueError, match=r"state c must be a tensor of shape \(3, 6\)"):
+    with pytest.raises(ValueError, match=r"hx\[1\] \(c\) must be a tensor of shape \(3, 6\)"):
         lstm(torch.rand(3, 5), (torch.rand(3, 6), torch.rand(3, 7)))
     with pytest.raises(ValueError, match=r"fast must be None or a dict with keys among"):
         rnn(torch.rand(3, 5), None, {"w": 1})
+    with pytest.raises(ValueError, match=r"bias=False: a plastic cell always has biases"):
+        PlasticLSTMCell(5, 6, bias=False)
+    with pytest.raises(ValueError, match=r"unknown nonlinearity .gelu.; allowed: .relu., .tanh."):
+        PlasticRNNCell(5, 6, nonlinearity="gelu")
 
 
-def test_plastic_cell_in_a_user_model_learns():
-    """A plastic cell inside an ordinary nn.Module, with a Hebbian update the model makes itself, trains."""
+@pytest.mark.parametrize("cls", [PlasticRNNCell, PlasticLSTMCell, PlasticRNN])
+def test_docstring_examples_run(cls):
+    """The Example sections of the cells and of PlasticRNN run as written."""
+    import doctest
 
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.cell, self.head = PlasticRNNCell(3, 16), torch.nn.Linear(16, 1)
+    import plasticnet
 
-        def forward(self, xs):
-            state, fast = None, None
-            outs = []
-            for x in xs.unbind(1):
-                h_prev = state
-                h, state = self.cell(x, state, fast)
-                if h_prev is not None:
-                    w = 0.5 * h_prev.unsqueeze(-1) * h.unsqueeze(-2)
-                    fast = {"h_fc": FastWeights(w if fast is None else 0.9 * fast["h_fc"].w + w, None)}
-                outs.append(self.head(h))
-            return torch.stack(outs, 1)
-
-    torch.manual_seed(0)
-    model = Model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xs = torch.rand(8, 5, 3)
-    target = xs[:, :, :1].cumsum(1)
-    losses = []
-    for _ in range(30):
-        loss = (model(xs) - target).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
-    assert model.cell.h_fc.weight.grad is not None
+    globs = {"torch": torch, "nn": torch.nn, **{k: getattr(plasticnet, k) for k in plasticnet.__all__}}
+    tests = doctest.DocTestFinder(recurse=False).find(cls, cls.__name__, globs=globs)
+    assert tests and tests[0].examples, f"{cls.__name__} has no Example section"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0
 
 
 # --------------------------------------------------------------- torch.func

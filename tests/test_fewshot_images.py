@@ -157,8 +157,39 @@ def test_pretrain_save_load_and_freeze(cache, tmp_path):
     assert not model.encoder.training  # BatchNorm statistics stay those of pre-training
     with pytest.raises(ValueError, match="holds a 'conv4' encoder"):
         task.build_model("hebbian", "lstm", encoder="resnet12", pretrained=str(out))
-    with pytest.raises(FileNotFoundError, match="not found"):
-        task.build_model("hebbian", "lstm", pretrained=str(tmp_path / "missing.pt"))
+    missing = task.build_model("hebbian", "lstm", hidden_base=16, encoder_channels=8,
+                               pretrained=str(tmp_path / "missing.pt"))
+    b = task.sample(2, torch.Generator().manual_seed(0))
+    with pytest.raises(FileNotFoundError, match="pretrained encoder .*missing.pt' not found"):
+        task.forward(missing, b)  # a model that would train from the start refuses
+    missing.load_state_dict(model.state_dict())  # a run's checkpoint holds the encoder's weights
+    assert torch.equal(task.forward(missing, b), task.forward(model.eval(), b))
+    assert not any(p.requires_grad for p in missing.encoder.parameters())  # frozen as when trained
+
+
+def test_run_with_a_pretrained_encoder_loads_from_anywhere(cache, tmp_path, monkeypatch):
+    """A run trained with --set pretrained=runs/enc.pt (a relative path) is evaluated from another
+    folder and after the encoder file is gone: its checkpoint holds the encoder's weights."""
+    from plasticnet.pretrain import pretrain_encoder
+    from plasticnet.train import evaluate_run, load_run, train_run
+
+    (tmp_path / "lab").mkdir()
+    monkeypatch.chdir(tmp_path / "lab")
+    pretrain_encoder("runs/enc.pt", steps=2, batch_size=8, image_size=SIZE, cache_dir=cache, progress=False,
+                     channels=8)
+    opts = dict(task="fewshot-images", rule="hebbian", cell="lstm", batches=2, batch_size=4, val_every=1,
+                val_batches=1, image_size=SIZE, cache_dir=cache, hidden_base=16, encoder_channels=8,
+                pretrained="runs/enc.pt")
+    train_run(opts, "runs/few", progress=False)
+    _, trained, _ = load_run("runs/few")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lab" / "runs" / "enc.pt").unlink()
+    task, model, config = load_run("lab/runs/few")
+    assert config["pretrained"] == "runs/enc.pt"
+    for a, b in zip(model.state_dict().values(), trained.state_dict().values()):
+        assert torch.equal(a, b)
+    metrics, _, _ = evaluate_run("lab/runs/few")
+    assert 0.0 <= metrics["accuracy"] <= 1.0
 
 
 def test_pretrained_resnet12_keeps_its_dropblock_schedule(cache, tmp_path):

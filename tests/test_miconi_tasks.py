@@ -227,3 +227,16 @@ def test_reversal_defaults_succeed_on_every_seed(tmp_path, seed):
     train = pytest.importorskip("plasticnet.train")
     summary = train.train_run({"task": "reversal", "seed": seed}, tmp_path / "run", progress=False)
     assert summary["final_val_error"] < 0.01
+
+
+@pytest.mark.parametrize("task", ["pattern-completion", "one-shot-patterns", "reversal", "pattern-memorisation"])
+def test_a_cell_is_refused_naming_what_is_allowed(task, capsys):
+    """The Miconi networks have no cell: --cell rnn is refused, not silently used to name the folder."""
+    from plasticnet.cli import main
+    from plasticnet.tasks import make_task
+
+    with pytest.raises(ValueError, match=r"has no cell option: --cell rnn is refused; leave --cell out "
+                                         r"\(allowed: --rule none, trace"):
+        make_task(task).build_model("trace", "rnn")
+    assert main(["train", task, "--rule", "trace", "--cell", "rnn", "--batches", "1"]) == 2
+    assert "has no --cell (its network is fixed)" in capsys.readouterr().err

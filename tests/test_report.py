@@ -183,3 +183,19 @@ def test_hand_edited_folders_are_messages_not_tracebacks(tmp_path, capsys):
     assert "analysis.npz cannot be read" in messages
     text = (root / "report.md").read_text()
     assert "(('a', 1),)" in text and "| 0.1 |" in text  # both readable runs reported
+
+
+def test_long_legends_go_beside_the_axes():
+    """Past six lines a legend is drawn beside the plot, not over the curves."""
+    from plasticnet import report_figures as figs
+
+    plt = figs._plt()
+    for n, outside in [(3, False), (8, True)]:
+        fig, ax = plt.subplots()
+        for i in range(n):
+            ax.plot([0, 1], [i, i], label=f"inner_lr={i / 10}, rule=hebbian (n=4)")
+        figs._legend(ax, n)
+        fig.canvas.draw()
+        legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert (legend.x0 >= axes.x1) == outside
+        plt.close(fig)

@@ -129,3 +129,33 @@ def test_ray_backend_matches_local(tmp_path, monkeypatch):
         assert (a.run_dir / "analysis.npz").is_file() == (b.run_dir / "analysis.npz").is_file()
     check_report_matches_runs(tmp_path / "ray" / "tiny", ray_out, seeds=1)
     assert not any(math.isnan(o.summary["final_val_error"]) for o in ray_out)
+
+
+def test_sweep_progress_counts_every_trials_batches(tmp_path, capsys):
+    """One bar over the batches of all pending trials, fed from each run folder; a resumed trial starts
+    where its metrics.csv stands; closing lines go above the bar."""
+    from plasticnet.sweep import SweepProgress
+
+    exp = tiny_experiment(batches=4, seeds=(0,))
+    pending = plan(exp, tmp_path)
+    first = pending[0].run_dir
+    first.mkdir(parents=True)
+    (first / "metrics.csv").write_text("batch,train_loss,val_error\n0,,0.5\n2,0.4,0.3\n")
+    lines = []
+    with SweepProgress(pending, log=lines.append, interval=0.05) as bar:
+        assert (bar.bar.total, bar.bar.n) == (8, 2)
+        (first / "metrics.csv").write_text("batch,train_loss,val_error\n0,,0.5\n2,0.4,0.3\n4,0.3,0.2\n")
+        bar.poll()
+        assert bar.bar.n == 4
+        bar.trial_done(pending[1].run_dir)  # failed early: its batches count as done
+        bar.log("tiny trial: FAILED")
+        assert bar.bar.n == 8 and bar.finished == 1
+    err = capsys.readouterr()
+    assert "8/8" in err.err and "tiny trial: FAILED" in err.out + err.err
+
+    with SweepProgress(pending, enabled=False, log=lines.append) as quiet:
+        quiet.log("a line")
+    assert lines == ["a line"]
+    outcomes = run_sweep(exp, tmp_path / "real", progress=True, log=lambda s: None)  # around a real sweep
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    assert "batch" in capsys.readouterr().err

@@ -57,14 +57,25 @@ def _train(args) -> int:
     from .config import parse_set
     from .train import default_run_dir, train_run
 
+    from .tasks import get_task_class
+
     options = {"task": args.task, **parse_set(args.set or [])}
+    if args.task in task_names() and getattr(get_task_class(args.task), "cells", None) == () \
+            and (args.cell is not None or "cell" in options):
+        raise ValueError(f"task {args.task!r} has no --cell (its network is fixed); leave it out")
     for key in ("rule", "cell", "batches", "seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     run_dir = default_run_dir(options, resume=args.resume) if args.run_dir is None else Path(args.run_dir)
+    pretrained = options.get("pretrained")
+    if pretrained and not args.resume and not Path(str(pretrained)).is_file():  # a resumed run's checkpoint has it
+        raise FileNotFoundError(f"pretrained encoder {str(pretrained)!r} not found "
+                                f"(write one with `plasticnet pretrain`)")
     summary = train_run(options, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"{run_dir}: best val_error {summary['best_val_error']:.5f}, final {summary['final_val_error']:.5f} "
-          f"after {summary['batches']} batches ({summary['elapsed_s']:.0f} s)")
+    extra = "".join(f", {k} {v:.5f}" for k, v in (summary.get("final_val_metrics") or {}).items()
+                    if k in ("query_error", "recall_error"))  # regression's val_error covers every step
+    print(f"{run_dir}: best val_error {summary['best_val_error']:.5f}, final {summary['final_val_error']:.5f}"
+          f"{extra} after {summary['batches']} batches ({summary['elapsed_s']:.0f} s)")
     return 0
 
 
@@ -79,17 +90,24 @@ def _add_eval(sub) -> None:
 
 
 def _eval(args) -> int:
-    from .train import evaluate_run
+    from .stats import t_interval
+    from .train import evaluate, load_run, validation_batches
 
     if args.batches is not None:
         check_positive_int("--batches", args.batches)
     if args.seed is not None:
         check_nonnegative_int("--seed", args.seed)
-    metrics, batches, seed = evaluate_run(args.run_dir, checkpoint=args.checkpoint, batches=args.batches,
-                                          seed=args.seed)
-    print(f"{args.run_dir} ({args.checkpoint} checkpoint), {batches} batches of fresh episodes (seed {seed}):")
-    for k, v in metrics.items():
-        print(f"  {k}: {v:.6f}")
+    # evaluate_run's episodes, one batch at a time: the mean over batches and its 95 % t-interval
+    task, model, config = load_run(args.run_dir, args.checkpoint)
+    batches = config["val_batches"] if args.batches is None else args.batches
+    seed = config["seed"] if args.seed is None else args.seed
+    per_batch = [evaluate(task, model, [b], config["device"])
+                 for b in validation_batches(task, config, "test", batches, seed)]
+    print(f"{args.run_dir} ({args.checkpoint} checkpoint), {batches} batches of fresh episodes (seed {seed}); "
+          f"mean ± 95 % t-interval over batches:")
+    for k in per_batch[0]:
+        mean, half, _ = t_interval([m[k] for m in per_batch])
+        print(f"  {k}: {mean:.6f}" + (f" ± {half:.6f}" if half == half else ""))
     return 0
 
 
@@ -165,13 +183,14 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--encoder", default="conv4", help="conv4 | resnet12")
     p.add_argument("--channels", type=int, default=64, help="encoder width (the task's encoder_channels)")
     p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=128, help="images per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4, help="weight decay")
+    p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--data-dir", dest="data_dir", help="folder of a real dataset (or $PLASTICNET_DATA)")
-    p.add_argument("--image-size", dest="image_size", type=int, default=0)
+    p.add_argument("--image-size", dest="image_size", type=int, default=0,
+                   help="image side in pixels (0: the dataset's)")
     p.set_defaults(func=_pretrain)
 
 
@@ -249,6 +268,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
     p.add_argument("--max-trials", type=int, default=MAX_TRIALS,
                    help="refuse an experiment with more trials than this (counted before any is made)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (batches of all trials, time left)")
     p.set_defaults(func=_sweep)
 
 
@@ -275,7 +295,7 @@ def _sweep(args) -> int:
         return 0
     try:
         outcomes = run_sweep(experiment, out=args.out, backend=args.backend, workers=args.workers,
-                             address=args.address, analyze=not args.no_analysis)
+                             address=args.address, analyze=not args.no_analysis, progress=not args.quiet)
     except ImportError as err:  # the ray backend without Ray: its install hint as the error
         raise ValueError(str(err)) from None
     failed = [o for o in outcomes if o.status == "failed"]

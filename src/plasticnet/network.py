@@ -144,6 +144,17 @@ class PlasticRNN(NoTorchScript, nn.Module):
 
     Shapes: ``forward(inputs (B, T, I), state) → (outputs (B, T, O), state)``;
     ``step(u_t (B, I), state) → (y_t (B, O), state)``.
+
+    Example::
+
+        >>> net = PlasticRNN(16, 128, 1, cell="lstm", rule="gradient")
+        >>> inputs = torch.rand(4, 20, 16)                 # (B, T, I)
+        >>> out, state = net(inputs)                       # fast weights start at zero
+        >>> out.shape
+        torch.Size([4, 20, 1])
+        >>> y_t, state = net.step(torch.rand(4, 16), state)  # one more step, explicit state
+        >>> net.fast_weights(state)["h_fc"].w.shape       # (B, H, 4H)
+        torch.Size([4, 128, 512])
     """
 
     def __init__(

@@ -37,6 +37,8 @@ from .runfolder import read_config, read_metrics, read_summary
 from .stats import t_interval, t_quantile
 
 DERIVED = ("hidden_size",)  # dropped from conditions when the other varied keys determine them
+NOT_CONDITIONS = ("threads", "engine_threads", "device", "val_every", "val_batches", "batches", "cache_dir",
+                  "data_dir")  # how a run was made or measured, not what was compared (batches: its own column)
 LAST_KEYS = ("cell", "rule")  # ordered last, so tables read like the paper's (rows rule, columns cell)
 
 
@@ -138,7 +140,8 @@ def _order(x: Any) -> tuple:
 def condition_keys(runs: List[Run]) -> List[str]:
     """Options that vary between ``runs``, less seed and derived keys, in table order."""
     keys = list(dict.fromkeys(k for r in runs for k in r.config))  # config.yaml order
-    varied = [k for k in keys if k != "seed" and len({_hashable(r.config.get(k)) for r in runs}) > 1]
+    varied = [k for k in keys if k != "seed" and k not in NOT_CONDITIONS
+              and len({_hashable(r.config.get(k)) for r in runs}) > 1]
     for d in DERIVED:
         others = [k for k in varied if k != d]
         if d in varied and others:
@@ -170,9 +173,21 @@ def _label(keys: List[str], values: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
 
 
+SECONDARY_ERRORS = ("query_error", "recall_error")  # a task's error on the steps that test memory, beside `error`
+
+
+def _last(run: Run, column: str) -> float:
+    v = run.metrics.get(column, np.array([]))
+    return float(v[-1]) if len(v) else math.nan
+
+
 def condition_table(keys: List[str], conditions: List[Condition]) -> List[str]:
-    """Markdown rows: condition values, seeds, final error (mean ± 95%), best error, batches."""
-    head = keys + ["seeds (finished/all)", "final val error (mean ± 95%)", "best val error (mean ± 95%)", "batches"]
+    """Markdown rows: condition values, seeds, final error (mean ± 95%), best error, batches; and the final
+    ``query_error`` / ``recall_error`` where the task logs one (regression's error covers every step)."""
+    extra = [m for m in SECONDARY_ERRORS if any(f"val_{m}" in r.metrics for c in conditions for r in c.runs)]
+    head = keys + ["seeds (finished/all)", "final val error (mean ± 95%)",
+                   *[f"final val {m.replace('_', ' ')} (mean ± 95%)" for m in extra],
+                   "best val error (mean ± 95%)", "batches"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in conditions:
         done = sum(r.finished for r in c.runs)
@@ -181,6 +196,7 @@ def condition_table(keys: List[str], conditions: List[Condition]) -> List[str]:
         span = "—" if not batches else (str(batches[0]) if len(batches) == 1 else f"{batches[0]}–{batches[-1]}")
         lines.append("| " + " | ".join([str(v) for v in c.values] + [
             f"{done}/{len(c.runs)}", fmt(*c.stats("final_error")[:2]) + mark,
+            *[fmt(*t_interval([_last(r, f"val_{m}") for r in c.runs])[:2]) + mark for m in extra],
             fmt(*c.stats("best_error")[:2]) + mark, span]) + " |")
     return lines
 
@@ -261,14 +277,21 @@ def write_report(root, out=None, title: Optional[str] = None) -> Path:
 
 def analyze_missing(root) -> List[Path]:
     """Write ``analysis.npz`` (:func:`plasticnet.analysis.analyze_run`) for every finished run under ``root``
-    that lacks one and has fast weights (rule other than ``none``); returns their folders."""
+    that lacks one and has fast weights (rule other than ``none``); returns their folders.
+
+    A run whose model the analysis does not cover is reported and skipped; the others go on."""
     from .analysis import ANALYSIS_FILE, analyze_run
 
     done = []
     for r in load_runs(root):
         if r.finished and not (r.path / ANALYSIS_FILE).is_file() and r.config.get("rule") != "none":
-            analyze_run(r.path)
-            done.append(r.path)
+            try:
+                result = analyze_run(r.path)
+            except ValueError as err:
+                print(f"analysis skipped for {r.path}: {err}")
+                continue
+            if result is not None:
+                done.append(r.path)
     return done
 
 

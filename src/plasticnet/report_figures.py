@@ -69,7 +69,7 @@ def learning_curves(keys, conditions, path: Path, title: str = "", ylabel: str =
             ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2)
             drawn = True
         ax.set(title=f"{title}, {panel}" if title and panel else title or panel, xlabel="batch")
-        ax.legend(fontsize=7)
+        _legend(ax, len(conds))
     axes[0][0].set_ylabel(ylabel)
     means = [y for ax in axes[0] for line in ax.get_lines() for y in line.get_ydata()]
     if means and min(means) > 0 and max(means) / min(means) >= 3:  # early errors dwarf the rest
@@ -117,40 +117,101 @@ def error_vs(keys, conditions, key: str, path: Path) -> bool:
     if len(positive) == len(xs_all) and max(positive) / min(positive) >= 20:
         ax.set_xscale("log")
     ax.set(xlabel=key, ylabel="final validation error")
-    ax.legend(fontsize=7)
+    _legend(ax, len(ax.get_lines()))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-ANALYSIS_PANELS = (("inner_lr", "modulated inner lr  η_t = p_lr·m_t"),
+ANALYSIS_PANELS = (("modulation", "modulation  m_t"),
+                   ("inner_lr", "modulated inner lr  η_t = p_lr·m_t"),
                    ("effective_lr", "effective rate  η_t·s_t (after clip)"),
                    ("fast_norm", "fast-weight norm  ‖F_t‖"))
 
 
+def _scored_steps(ax, analyses) -> None:
+    """Shade the steps the task scores (its queries: ``mask_frac > 0``) behind a per-step panel."""
+    frac = analyses[0].get("mask_frac")
+    if frac is None:
+        return
+    for t in np.flatnonzero(np.asarray(frac) > 0):
+        ax.axvspan(t - 0.5, t + 0.5, color="0.9", zorder=0, lw=0)
+
+
 def analysis_plot(keys, conditions, path: Path) -> bool:
-    """Per episode step: modulated inner lr, effective rate, fast-weight norm (mean over seeds, band = 95%)."""
+    """Per episode step: modulation, modulated inner lr, effective rate, fast-weight norm — the panels
+    every analysis of the group holds (mean over seeds, band = 95%; dotted: 10–90 % of the episodes,
+    mean over seeds; grey: the steps the task scores)."""
     conds = [c for c in conditions if any(r.analysis for r in c.runs)]
     if not conds:
         return False
+    analyses = [r.analysis for c in conds for r in c.runs if r.analysis]
+    panels = [(k, t) for k, t in ANALYSIS_PANELS if all(f"{k}_mean" in a for a in analyses)]
+    if not panels:
+        return False
     plt = _plt()
-    fig, axes = plt.subplots(1, len(ANALYSIS_PANELS), figsize=(5 * len(ANALYSIS_PANELS), 3.6))
-    for ax, (key, title) in zip(axes, ANALYSIS_PANELS):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        _scored_steps(ax, analyses)
         for c in conds:
-            ys = np.stack([r.analysis[f"{key}_mean"] for r in c.runs if r.analysis])  # (seeds, T)
+            runs = [r.analysis for r in c.runs if r.analysis]
+            ys = np.stack([a[f"{key}_mean"] for a in runs])  # (seeds, T)
             stats = [t_interval(col) for col in ys.T]
             mean = np.array([s[0] for s in stats])
             half = np.nan_to_num(np.array([s[1] for s in stats]))
             steps = np.arange(len(mean))
             line, = ax.plot(steps, mean, label=f"{_line_label(keys, c.values)} (n={len(ys)})")
             ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+            if all(f"{key}_q10" in a for a in runs):
+                for q in ("q10", "q90"):
+                    ax.plot(steps, np.mean([a[f"{key}_{q}"] for a in runs], 0), ls=":", lw=0.8,
+                            color=line.get_color())
         ax.set(title=title, xlabel="step of the episode")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0][0], len(conds))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def heatmap_plot(keys, conditions, path: Path) -> bool:
+    """The fast weights of one episode at a few steps, one row per condition (its first analysed seed)."""
+    rows = [(c, next(r.analysis for r in c.runs if r.analysis)) for c in conditions
+            if any(r.analysis and "heatmap" in r.analysis for r in c.runs)]
+    rows = [(c, a) for c, a in rows if "heatmap" in a][:8]
+    if not rows:
+        return False
+    plt = _plt()
+    k = max(len(a["heatmap_steps"]) for _, a in rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(2.6 * k, 2.4 * len(rows)), squeeze=False)
+    for i, (c, a) in enumerate(rows):
+        lim = float(np.abs(a["heatmap"]).max()) or 1.0
+        for j in range(k):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(a["heatmap_steps"]):
+                ax.axis("off")
+                continue
+            im = ax.imshow(a["heatmap"][j], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
+                           interpolation="nearest")
+            ax.set_title(f"step {int(a['heatmap_steps'][j])}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(_line_label(keys, c.values) or "run", fontsize=7)
+        fig.colorbar(im, ax=list(axes[i]), fraction=0.02)
+    fig.suptitle("fast weights of one episode (rows: pre, columns: post)", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _legend(ax, n: int) -> None:
+    """A legend that stays readable with many lines: beside the axes past 6 entries."""
+    if n > 6:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7)
 
 
 def _numeric_keys(keys, conditions) -> List[str]:
@@ -178,5 +239,8 @@ def group_figures(keys, conditions, fig_dir: Path, slug: str) -> List[Tuple[Path
             made.append((path, f"{slug}: final validation error vs {key} (mean ± 95%)"))
     path = fig_dir / f"{slug}_analysis.png"
     if analysis_plot(keys, conditions, path):
-        made.append((path, f"{slug}: modulated inner learning rate and fast-weight norm over the episode"))
+        made.append((path, f"{slug}: modulation and fast-weight norm over the episode (grey: the scored steps)"))
+    path = fig_dir / f"{slug}_fast_weights.png"
+    if heatmap_plot(keys, conditions, path):
+        made.append((path, f"{slug}: fast weights of one episode at a few steps"))
     return made

@@ -235,6 +235,79 @@ def _run_ray(pending: List[Outcome], workers: Optional[int], analyze: bool, addr
             ray.shutdown()
 
 
+def _last_batch(run_dir: Path) -> int:
+    """The batch of the last row of ``run_dir/metrics.csv`` (0 when there is none yet)."""
+    try:
+        with open(Path(run_dir) / "metrics.csv", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return int(float(lines[-1].split(",")[0])) if len(lines) > 1 or not lines[-1].startswith("batch") else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class SweepProgress:
+    """One progress bar over the batches of a sweep's pending trials, with the time left.
+
+    Each run's progress is read from its run folder (the batch of the last row
+    of ``metrics.csv``, written at every validation) by a thread that polls every
+    ``interval`` seconds, so it works for trials in this process, in a pool or
+    on Ray workers that share the file system. ``log`` lines go above the bar.
+    Use as a context manager; ``enabled=False`` shows nothing.
+    """
+
+    def __init__(self, pending: List[Outcome], enabled: bool = True, interval: float = 2.0,
+                 log: Callable[[str], None] = print):
+        from tqdm.auto import tqdm
+
+        self.runs = {str(o.run_dir): resolve_options(o.trial.options)["batches"] for o in pending}
+        self.start = {d: min(_last_batch(Path(d)), n) for d, n in self.runs.items()}
+        self.finished, self.interval, self._log = 0, interval, log
+        self.bar = tqdm(total=sum(self.runs.values()), initial=sum(self.start.values()), unit="batch",
+                        disable=not enabled, dynamic_ncols=True, desc=f"{len(self.runs)} trials", smoothing=0.1)
+        self._done: Dict[str, int] = {}
+        self._stop = None
+
+    def poll(self) -> None:
+        """Read every run's batch now and move the bar."""
+        n = sum(self._done.get(d, min(_last_batch(Path(d)), total)) for d, total in self.runs.items())
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
+        self.bar.set_postfix_str(f"{self.finished}/{len(self.runs)} trials done", refresh=True)
+
+    def log(self, line: str) -> None:
+        """A trial's closing line (``run_local_pool``'s ``log``): printed above the bar, the trial counted done."""
+        self.finished += 1
+        if self.bar.disable:
+            self._log(line)
+        else:
+            self.bar.write(line)
+        self.poll()
+
+    def trial_done(self, run_dir) -> None:
+        """Count ``run_dir``'s trial whole (stopped or failed early, its batches count as done)."""
+        self._done[str(run_dir)] = self.runs.get(str(run_dir), 0)
+
+    def __enter__(self) -> "SweepProgress":
+        import threading
+
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self.poll()
+
+        if not self.bar.disable:
+            threading.Thread(target=loop, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.poll()
+        self.bar.close()
+
+
 def _line(o: Outcome) -> str:
     if o.status == "failed":
         return f"{o.trial.name}: FAILED {o.error.splitlines()[0] if o.error else ''}"
@@ -247,8 +320,10 @@ def _line(o: Outcome) -> str:
 
 def run_sweep(experiment: Experiment, out="runs", backend: str = "local", workers: Optional[int] = None,
               address: Optional[str] = None, analyze: bool = True,
-              log: Callable[[str], None] = print) -> List[Outcome]:
+              log: Callable[[str], None] = print, progress: bool = True) -> List[Outcome]:
     """Run the pending trials of ``experiment`` under ``out/<name>/``; returns one :class:`Outcome` per trial.
+
+    ``progress``: one bar over all pending trials' batches with the time left (:class:`SweepProgress`).
 
     Finished trials are skipped (status ``skipped``), partial ones resumed, trials another
     process holds left to it (status ``held``). Failed trials are reported in their outcome
@@ -275,13 +350,20 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
     if pending:
         root = Path(out).resolve() / experiment.name
         root.mkdir(parents=True, exist_ok=True)
-        if backend == "local":
-            run_local_pool(pending, workers, analyze, log)
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")  # one Tune experiment per invocation
-            _run_ray(pending, workers, analyze, address, root / ".ray", f"{experiment.name}-{stamp}", log)
+        with SweepProgress(pending, enabled=progress, log=log) as bar:
+            def done(line: str) -> None:
+                for o in pending:
+                    if line.startswith(f"{o.trial.name}:") and o.status != "finished":
+                        bar.trial_done(o.run_dir)
+                bar.log(line)
+
+            if backend == "local":
+                run_local_pool(pending, workers, analyze, done)
+            else:
+                stamp = time.strftime("%Y%m%d-%H%M%S")  # one Tune experiment per invocation
+                _run_ray(pending, workers, analyze, address, root / ".ray", f"{experiment.name}-{stamp}", done)
     return outcomes
 
 
-__all__ = ["Outcome", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep", "run_trial",
+__all__ = ["Outcome", "SweepProgress", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep", "run_trial",
            "trial_state", "BACKENDS"]

@@ -36,7 +36,8 @@ measurements behind this (``experiments/fewshot_diagnose.py``) are in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from pathlib import Path
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,15 @@ class FewShotImageModel(nn.Module):
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+        self.missing_encoder: Optional[str] = None  # a pre-trained encoder not found: weights must come from a state dict
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``; a run's checkpoint holds the encoder's weights, so the
+        pre-trained encoder file is no longer needed once one is loaded."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if any(k.startswith("encoder.") for k in state_dict):
+            self.missing_encoder = None
+        return result
 
     @property
     def hidden_size(self) -> int:
@@ -87,6 +97,9 @@ class FewShotImageModel(nn.Module):
         return self
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        if self.missing_encoder is not None:
+            raise FileNotFoundError(f"pretrained encoder {self.missing_encoder!r} not found (write one with "
+                                    f"`plasticnet pretrain`); a run's best.pt or last.pt holds its weights")
         B, T = images.shape[:2]
         feats = self.encoder(images.flatten(0, 1))  # (B·T, D)
         e = torch.relu(self.proj(feats)).view(B, T, -1)  # (B, T, hidden − ways)
@@ -204,14 +217,22 @@ class FewShotImages(Task):
         encoder = build_encoder(opts["encoder"], self.channels, self.image_size, channels=opts["encoder_channels"],
                                 drop_rate=opts["drop_rate"], dropblock_size=opts["dropblock_size"],
                                 dropblock_warmup=opts["dropblock_warmup"])
-        freeze = False
+        freeze, missing = False, None
         if opts["pretrained"]:
-            load_encoder(encoder, opts["pretrained"], name=opts["encoder"], channels=self.channels)
+            # A run folder loads from anywhere: its checkpoint holds the encoder's weights, so a
+            # pre-trained file that is not here (another machine or working folder) is needed only
+            # by a model that trains from the start; such a model refuses its first forward.
+            if Path(opts["pretrained"]).is_file():
+                load_encoder(encoder, opts["pretrained"], name=opts["encoder"], channels=self.channels)
+            else:
+                missing = str(opts["pretrained"])
             freeze = bool(opts["freeze_encoder"])
         feature_size = encoder_output_size(encoder, self.channels, self.image_size)
         rnn_options = {k: opts[k] for k in plastic_rnn_defaults() if k != "hidden_size"}
-        return FewShotImageModel(encoder, feature_size, self.options.ways, hidden, rule=rule, cell=cell,
-                                 freeze_encoder=freeze, **rnn_options)
+        model = FewShotImageModel(encoder, feature_size, self.options.ways, hidden, rule=rule, cell=cell,
+                                  freeze_encoder=freeze, **rnn_options)
+        model.missing_encoder = missing
+        return model
 
     def forward(self, model: nn.Module, batch: Batch) -> Tensor:
         images, labels = batch.inputs

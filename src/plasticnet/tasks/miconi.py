@@ -17,7 +17,8 @@ RMSprop-like rule for 5,000–10,000 episodes; the defaults here are the
 trainer's Adam on batches of 32 (reversal: 8) episodes for the [M16] tasks
 and the published single-episode Adam for memorisation, see each task's
 ``train_defaults`` (the errors and run times they give are in
-``docs/results/miconi.md``). The model ignores the trainer's ``cell`` option.
+``docs/results/miconi.md``). The networks have no cell to choose: a ``cell``
+other than the trainer's default is refused (:func:`check_no_cell`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def _l1(model: nn.Module, coef: float):
 
 
 # --------------------------------------------------------------------- [M16]
+def check_no_cell(task: str, network: str, cell) -> None:
+    """Refuse a ``cell`` for a Miconi task: its network is fixed (the trainer's default ``lstm`` passes,
+    since the trainer always sends one)."""
+    if cell not in (None, "lstm"):
+        raise ValueError(f"task {task!r} trains a {network}, which has no cell option: --cell {cell} is refused; "
+                         f"leave --cell out (allowed: --rule {', '.join(RULES)})")
+
+
+
 @register_task
 class PatternCompletion(Task):
     """[M16] pattern completion with a single plastic layer (N → N, tanh).
@@ -81,6 +91,7 @@ class PatternCompletion(Task):
     """
 
     name = "pattern-completion"
+    cells = ()  # no --cell: the network is fixed
 
     @dataclass
     class Options:
@@ -116,6 +127,7 @@ class PatternCompletion(Task):
 
     def build_model(self, rule: str, cell: str = None, **model_options) -> nn.Module:
         check_choice("rule", rule, RULES)
+        check_no_cell(self.name, "TraceLinear", cell)
         N = self.options.pattern_size
         return TraceLinear(N, N, rule=rule, **model_options)
 
@@ -149,6 +161,7 @@ def _two_patterns(B: int, N: int, generator: torch.Generator):
 
 
 class _LabelTask(Task):
+    cells = ()  # no --cell: the network is fixed
     """Shared code of ``one-shot-patterns`` and ``reversal``.
 
     Input at each step: ``[pattern (N), label (2)]``; the target class is the
@@ -201,6 +214,7 @@ class _LabelTask(Task):
 
     def build_model(self, rule: str, cell: str = None, hidden_size: int = 2, **model_options) -> nn.Module:
         check_choice("rule", rule, RULES)
+        check_no_cell(self.name, "TwoLayerTraceNet", cell)
         return TwoLayerTraceNet(self.input_size, hidden_size, 2, rule=rule, **model_options)
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
@@ -282,6 +296,7 @@ class PatternMemorisation(Task):
     """
 
     name = "pattern-memorisation"
+    cells = ()  # no --cell: the network is fixed
 
     @dataclass
     class Options:
@@ -347,6 +362,7 @@ class PatternMemorisation(Task):
 
     def build_model(self, rule: str, cell: str = None, **model_options) -> nn.Module:
         check_choice("rule", rule, RULES)
+        check_no_cell(self.name, "RecurrentTraceNet", cell)
         return RecurrentTraceNet(self.input_size, rule=rule, bias=False, **model_options)
 
     def forward(self, model: nn.Module, batch: Batch) -> Tensor:
