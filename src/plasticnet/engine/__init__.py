@@ -20,8 +20,9 @@ from . import kernel
 from .fast import FastEngine
 from .kernel import KernelEngine
 from .reference import ReferenceEngine
+from .triton_engine import TritonEngine
 
-ENGINES = {"kernel": KernelEngine, "fast": FastEngine, "reference": ReferenceEngine}
+ENGINES = {"kernel": KernelEngine, "fast": FastEngine, "reference": ReferenceEngine, "triton": TritonEngine}
 ENGINE_CHOICES = ("auto",) + tuple(ENGINES)
 _warned = []
 
@@ -48,4 +49,6 @@ def get_engine(name: str, chunk_size: Optional[int] = 32, engine_threads: Option
         return FastEngine(chunk_size)
     if name == "kernel":
         return KernelEngine(engine_threads)
+    if name == "triton":
+        return TritonEngine()
     return ReferenceEngine()
