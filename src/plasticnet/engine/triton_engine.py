@@ -165,7 +165,72 @@ class _Episode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dY, dh, dc, dFT, dfbT, _dtrace):
-        raise NotImplementedError("the triton engine's backward is still to come")
+        spec, tp = ctx.spec, ctx.tapes
+        net, lay = spec["net"], spec["layout"]
+        kern = _kernels()
+        (FT,) = ctx.saved_tensors
+        U = tp["U"]
+        B, T, _ = U.shape
+        dev, dt = U.device, U.dtype
+        grad = net.rule == "gradient"
+        lstm = net.cell_type == "lstm"
+        ln = net.layernorm is not None
+        H, G, D, XD, UN, SF, SB = lay.H, lay.G, lay.D, lay.XD, lay.UN, lay.SF, lay.SB
+        want_dl = any(tp["want"])
+        ng = min(GROUPS, B)
+        bounds = torch.tensor([B * g // ng for g in range(ng + 1)], device=dev, dtype=torch.int32)
+
+        def z(*shape):
+            return torch.zeros(*shape, device=dev, dtype=dt)
+
+        def adj(g, shape):
+            return z(*shape) if g is None else g.detach().to(dt).clone().contiguous()
+
+        F = FT.detach().clone()  # undone in place: the graph may be differentiated twice
+        dF = adj(dFT, (B, SF))
+        dFB = adj(dfbT, (B, SB)) if grad else z(B, 1)
+        dHo = adj(dh, (B, H))
+        dCo = adj(dc, (B, H)) if lstm else z(B, H)
+        dYc = adj(dY, (B, T, net.output_size))
+        dU = z(B, T, UN)
+        dL, dLb = z(ng, SF if want_dl else 1), z(ng, max(SB, 1))
+        dOM, dGA, dBE = z(ng, D), z(ng, H), z(ng, H)
+        DA0, DG, DZ, DR2, DDH = z(B, T, XD), z(B, T, G), z(B, T, D), z(B, T, XD), z(B, T, H)
+        MV = max(XD, G, D, H, UN)
+        V = z(B, 14 * MV)
+        one = z(1)
+        BI, BJ = spec["tile"]
+        kern.episode_backward[(ng,)](
+            U.contiguous(), tp["W"], tp["L"], tp["Lb"], tp["om"], tp["ga"], tp["cfg"], bounds,
+            F, dF, tp["FB"], tp["CK"], tp["X"], tp["POST"], tp["CS"], tp["HC"], tp["HS"], tp["Z"], tp["S"],
+            tp["LNR"], tp["D3"], tp["DH"], tp["DHC"], tp["DC"], tp["D0"],
+            dYc, dFB, dHo, dCo, dU, dL if want_dl else one, dLb, dOM, dGA, dBE, DA0, DG, DZ, DR2, DDH, V,
+            T, tp["K"], tp["CK"].shape[1], UN, XD, H, G, D, net.output_size, SF, max(SB, 1), *lay.offs, *lay.bos, MV,
+            HAS_IN=lay.has_in, LSTM=lstm, GRAD=grad, HAS_LN=ln, MODUL=net.modulation,
+            CLAMP=net.weight_clip is not None, WANT_DL=want_dl, BI=BI, BJ=BJ, **lay.blocks)
+
+        def outer(a, b):  # Σ_{n,t} a ⊗ b: (B, T, i), (B, T, j) → (i, j)
+            return a.reshape(-1, a.shape[-1]).t() @ b.reshape(-1, b.shape[-1])
+
+        HS = tp["HS"]
+        pres = (U, HS[:, :T], tp["X"], HS[:, 1:])
+        dposts = (DA0, DG, DG, DZ)
+        gW, gb = [], []
+        for k in range(4):
+            if k == 0 and not lay.has_in:
+                continue
+            w = outer(pres[k], dposts[k])
+            if grad and k == 2 and lay.has_in:
+                w = w + outer(DR2, tp["DC"])
+            if grad and k == 3:
+                w = w + outer(DDH, tp["D3"])
+            gW.append(w.reshape(-1))
+            gb.append(dposts[k].sum((0, 1)))
+        need = ctx.needs_input_grad
+        out = [dU, dHo, dCo if lstm else None, dF, dFB[:, :SB] if grad else None, torch.cat(gW), torch.cat(gb),
+               dL.sum(0) if want_dl else None, dLb.sum(0)[:SB] if (grad and want_dl) else None,
+               dOM.sum(0) if grad else None, dGA.sum(0) if ln else None, dBE.sum(0) if ln else None]
+        return (None, *[g if n else None for g, n in zip(out, need[1:])])
 
 
 class TritonEngine(Engine):

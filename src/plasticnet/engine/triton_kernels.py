@@ -124,10 +124,16 @@ def _adjoint(F, W, L, dF, dL, CKt, n_in, n_out, p, q, ce, keep, wclip, restore, 
         mi = oi < n_in
         acc = tl.zeros([BI], dtype=F.dtype.element_ty)
         macc = tl.zeros([BI], dtype=F.dtype.element_ty)
-        pi = tl.load(p + oi, mask=mi, other=0.0)
+        pi = tl.zeros([BI], dtype=F.dtype.element_ty)
+        ppi = tl.zeros([BI], dtype=F.dtype.element_ty)
+        pai = tl.zeros([BI], dtype=F.dtype.element_ty)
+        if UNDO:
+            pi = tl.load(p + oi, mask=mi, other=0.0)
+        if PEND:
+            ppi = tl.load(ppre + oi, mask=_also(mi, pmask), other=0.0)
+        if PEXTRA:
+            pai = tl.load(pa + oi, mask=_also(mi, pmask), other=0.0)
         cp = ce * pi
-        ppi = tl.load(ppre + oi, mask=mi & pmask, other=0.0)
-        pai = tl.load(pa + oi, mask=mi & pmask, other=0.0)
         for j0 in range(0, n_out, BJ):
             oj = j0 + tl.arange(0, BJ)
             mj = oj < n_out
@@ -136,16 +142,16 @@ def _adjoint(F, W, L, dF, dL, CKt, n_in, n_out, p, q, ce, keep, wclip, restore, 
             f1 = tl.load(F + idx, mask=m2, other=0.0)
             dv = tl.load(dF + idx, mask=m2, other=0.0)
             if PEND:
-                dpj = tl.load(pdpost + oj, mask=mj & pmask, other=0.0)
+                dpj = tl.load(pdpost + oj, mask=_also(mj, pmask), other=0.0)
                 macc += tl.sum((tl.load(W + idx, mask=m2, other=0.0) + f1) * dpj[None, :], axis=1)
                 dv += ppi[:, None] * dpj[None, :]
             if PEXTRA:
-                dv += pai[:, None] * tl.load(pb + oj, mask=mj & pmask, other=0.0)[None, :]
+                dv += pai[:, None] * tl.load(pb + oj, mask=_also(mj, pmask), other=0.0)[None, :]
             if UNDO:
                 qj = tl.load(q + oj, mask=mj, other=0.0)
                 lam = tl.load(L + idx, mask=m2, other=0.0)
                 lq = lam * qj[None, :]
-                ck = tl.load(CKt + idx, mask=m2 & restore, other=0.0)
+                ck = tl.load(CKt + idx, mask=_also(m2, restore), other=0.0)
                 ft = tl.where(restore, ck, (f1 - cp[:, None] * lq) * inv)
                 tl.store(F + idx, ft, mask=m2)
                 if CLAMP:
@@ -170,6 +176,12 @@ def _adjoint(F, W, L, dF, dL, CKt, n_in, n_out, p, q, ce, keep, wclip, restore, 
 
 
 # ---------------------------------------------------------------- small vector pieces
+@triton.jit
+def _also(m, flag):
+    """The mask ``m`` where the scalar condition ``flag`` holds (a Python bool in the interpreter, i1 compiled)."""
+    return m & ((m.to(tl.int32) * 0 + flag) != 0)
+
+
 @triton.jit
 def _sigmoid(v):
     return 1.0 / (1.0 + tl.exp(-v))
@@ -450,3 +462,309 @@ def _preact(g1, g2, BIAS, FBt, bo1, bo2, off, oh, mh, GRAD: tl.constexpr):
     if GRAD:
         v += tl.load(FBt + bo1 + off + oh, mask=mh, other=0.0) + tl.load(FBt + bo2 + off + oh, mask=mh, other=0.0)
     return v
+
+
+
+# ---------------------------------------------------------------- backward: one program per fixed group of samples
+@triton.jit
+def episode_backward(
+        U, W, L, LB, OMEGA, GAMMA, CFG, BOUNDS,
+        F, dF, FB, CK, X, POST, CS, HC, HS, Z, S, LNR, D3, DH, DHC, DC, D0,
+        dY, dFB, dHo, dCo, dU, dL, dLb, dOM, dGA, dBE, DA0, DG, DZ, DR2, DDH, V,
+        T, K, NCK, UN, XD, H, G, D, NOUT, SF, SB, off0, off1, off2, off3, bo0, bo1, bo2, bo3, MV,
+        HAS_IN: tl.constexpr, LSTM: tl.constexpr, GRAD: tl.constexpr, HAS_LN: tl.constexpr,
+        MODUL: tl.constexpr, CLAMP: tl.constexpr, WANT_DL: tl.constexpr,
+        BU: tl.constexpr, BX: tl.constexpr, BH: tl.constexpr, BG: tl.constexpr, BD: tl.constexpr,
+        BI: tl.constexpr, BJ: tl.constexpr):
+    """Reverse-time adjoint of :func:`episode_forward` for the samples ``BOUNDS[g] … BOUNDS[g + 1] − 1``, in order.
+
+    ``F`` holds each sample's ``F_T`` (a scratch copy, undone in place), ``dF``,
+    ``dFB``, ``dHo``, ``dCo`` the adjoints of the final state in and of the
+    initial state out; ``dL, dLb, dOM, dGA, dBE`` have one slot per group; the
+    tapes ``DA0, DG, DZ, DR2, DDH`` of the reads' output adjoints are filled
+    for the caller's GEMMs. ``V`` holds 14 zeroed scratch vectors of ``MV`` per sample.
+    """
+    g = tl.program_id(0)
+    lr, wd, clip = tl.load(CFG), tl.load(CFG + 1), tl.load(CFG + 2)
+    wclip, kz = tl.load(CFG + 3), tl.load(CFG + 4)
+    one = lr * 0.0 + 1.0
+    ox, oh, o4, od = tl.arange(0, BX), tl.arange(0, BH), tl.arange(0, BG), tl.arange(0, BD)
+    mx, mh, m4, md = ox < XD, oh < H, o4 < G, od < D
+    dLg, dLbg = dL + g * SF, dLb + g * SB
+    gam = tl.load(GAMMA + oh, mask=mh, other=0.0)
+    om = tl.load(OMEGA + od, mask=md, other=0.0)
+    dga = tl.zeros([BH], dtype=F.dtype.element_ty)
+    dbe = tl.zeros([BH], dtype=F.dtype.element_ty)
+    dom = tl.zeros([BD], dtype=F.dtype.element_ty)
+    for bb in range(tl.load(BOUNDS + g), tl.load(BOUNDS + g + 1)):
+        b = tl.cast(bb, tl.int64)
+        Fb, dFb, dFBb = F + b * SF, dF + b * SF, dFB + b * SB
+        FBb = FB + b * (T + 1) * SB
+        CKb = CK + b * NCK * SF
+        Ub, Xb, Pb = U + b * T * UN, X + b * T * XD, POST + b * T * G
+        CSb, HCb, HSb = CS + b * (T + 1) * H, HC + b * T * H, HS + b * (T + 1) * H
+        Zb, Sb, LNRb = Z + b * T * D, S + b * T * 4, LNR + b * T * 2
+        D3b, DHb, DHCb, DCb, D0b = D3 + b * T * D, DH + b * T * H, DHC + b * T * H, DC + b * T * G, D0 + b * T * XD
+        dYb, dUb = dY + b * T * NOUT, dU + b * T * UN
+        DA0b, DGb, DZb, DR2b, DDHb = DA0 + b * T * XD, DG + b * T * G, DZ + b * T * D, DR2 + b * T * XD, DDH + b * T * H
+        Vb = V + b * 14 * MV
+        DP0, DP1, DP2, DP3 = Vb, Vb + MV, Vb + 2 * MV, Vb + 3 * MV
+        DQ0, DQ1, DQ2, DQ3 = Vb + 4 * MV, Vb + 5 * MV, Vb + 6 * MV, Vb + 7 * MV
+        DHN, DXN, DHCS, TMPG, TMPD, DD = Vb + 8 * MV, Vb + 9 * MV, Vb + 10 * MV, Vb + 11 * MV, Vb + 12 * MV, Vb + 13 * MV
+        if GRAD:  # the second factor q of each layer's update Λ ⊙ (pre ⊗ q)
+            QA, QC, QZ = D0b, DCb, D3b
+        else:
+            QA, QC, QZ = Xb, Pb, Zb
+        tl.store(DHN + oh, tl.load(dHo + b * H + oh, mask=mh, other=0.0), mask=mh)
+        dcn = tl.load(dCo + b * H + oh, mask=mh, other=0.0)
+        tl.debug_barrier()
+        for tt in range(T):
+            t = T - 1 - tt
+            pend = t + 1 < T  # step t + 1's cell and input reads are still to be differentiated
+            tp1 = tl.minimum(t + 1, T - 1)
+            m, s, nrm = tl.load(Sb + t * 4), tl.load(Sb + t * 4 + 1), tl.load(Sb + t * 4 + 2)
+            ce = lr * m * s
+            keep = 1.0 - wd * m
+            restore = (t % K) == 0
+            CKt = CKb + (t // K) * SF
+            FBt = FBb + t * SB
+            for v0 in range(0, 8 * MV, BI * BJ):
+                o = v0 + tl.arange(0, BI * BJ)
+                tl.store(Vb + o, tl.zeros([BI * BJ], dtype=F.dtype.element_ty), mask=o < 8 * MV)
+            tl.debug_barrier()
+            # ---- 1. backward of the step's update, F_{t+1} → F_t, fused with step t + 1's pending reads
+            dkeep, dce = _adjoint(Fb + off3, W + off3, L + off3, dFb + off3, dLg + off3, CKt + off3, H, D,
+                                  HSb + (t + 1) * H, QZ + t * D, ce, keep, wclip, restore, DP3, DQ3,
+                                  DP3, DP3, DP3, DP3, pend, DP3, True, False, False, CLAMP, WANT_DL, BI, BJ)
+            if GRAD:
+                k1, k2 = _bias_adjoint(FBt + bo3, LB + bo3, QZ + t * D, D, ce, keep, wclip, dFBb + bo3, dLbg + bo3,
+                                       DQ3, CLAMP, WANT_DL, BD)
+                dkeep += k1
+                dce += k2
+            k1, k2 = _adjoint(Fb + off1, W + off1, L + off1, dFb + off1, dLg + off1, CKt + off1, H, G,
+                              HSb + t * H, QC + t * G, ce, keep, wclip, restore, DP1, DQ1,
+                              HSb + (t + 1) * H, DGb + tp1 * G, DP1, DP1, pend, DHN,
+                              True, True, False, CLAMP, WANT_DL, BI, BJ)
+            dkeep += k1
+            dce += k2
+            k1, k2 = _adjoint(Fb + off2, W + off2, L + off2, dFb + off2, dLg + off2, CKt + off2, XD, G,
+                              Xb + t * XD, QC + t * G, ce, keep, wclip, restore, DP2, DQ2,
+                              Xb + tp1 * XD, DGb + tp1 * G, DR2b + tp1 * XD, DCb + tp1 * G, pend, DXN,
+                              True, True, GRAD and HAS_IN, CLAMP, WANT_DL, BI, BJ)
+            dkeep += k1
+            dce += k2
+            if GRAD:
+                k1, k2 = _bias_adjoint(FBt + bo1, LB + bo1, QC + t * G, G, ce, keep, wclip, dFBb + bo1, dLbg + bo1,
+                                       DQ1, CLAMP, WANT_DL, BG)
+                dkeep += k1
+                dce += k2
+                k1, k2 = _bias_adjoint(FBt + bo2, LB + bo2, QC + t * G, G, ce, keep, wclip, dFBb + bo2, dLbg + bo2,
+                                       DQ2, CLAMP, WANT_DL, BG)
+                dkeep += k1
+                dce += k2
+            tl.debug_barrier()
+            _input_adjoint(Xb + tp1 * XD, DXN, DA0b + tp1 * XD, dUb + tp1 * UN, dFBb + bo0, XD, pend,
+                           HAS_IN, GRAD, BX)
+            tl.debug_barrier()
+            if HAS_IN:
+                k1, k2 = _adjoint(Fb + off0, W + off0, L + off0, dFb + off0, dLg + off0, CKt + off0, UN, XD,
+                                  Ub + t * UN, QA + t * XD, ce, keep, wclip, restore, DP0, DQ0,
+                                  Ub + tp1 * UN, DA0b + tp1 * XD, DP0, DP0, pend, dUb + tp1 * UN,
+                                  True, True, False, CLAMP, WANT_DL, BI, BJ)
+                dkeep += k1
+                dce += k2
+                if GRAD:
+                    k1, k2 = _bias_adjoint(FBt + bo0, LB + bo0, QA + t * XD, XD, ce, keep, wclip, dFBb + bo0,
+                                           dLbg + bo0, DQ0, CLAMP, WANT_DL, BX)
+                    dkeep += k1
+                    dce += k2
+            tl.debug_barrier()
+            # ---- 2. keep = 1 − p_wd·m, ce = p_lr·m·s, s = clip / max(‖G‖, clip)
+            dm = lr * s * dce - wd * dkeep
+            ds = lr * m * dce
+            dnsq = tl.where(nrm > clip, -ds * s / nrm / (2.0 * nrm), 0.0)
+            if HAS_IN:
+                _norm_adjoint(Ub + t * UN, QA + t * XD, UN, XD, DP0, DQ0, dnsq, GRAD, BU, BX)
+            _norm_adjoint(HSb + t * H, QC + t * G, H, G, DP1, DQ1, dnsq, GRAD, BH, BG)
+            _norm_adjoint(Xb + t * XD, QC + t * G, XD, G, DP2, DQ2, dnsq, GRAD, BX, BG)
+            _norm_adjoint(HSb + (t + 1) * H, QZ + t * D, H, D, DP3, DQ3, dnsq, GRAD, BH, BD)
+            tl.debug_barrier()
+            # ---- 3. adjoints of the step's vectors
+            xv = tl.load(Xb + t * XD + ox, mask=mx, other=0.0)
+            dhp = tl.load(DP1 + oh, mask=mh, other=0.0)
+            dnacc = tl.load(DP3 + oh, mask=mh, other=0.0) + tl.load(DHN + oh, mask=mh, other=0.0)
+            dx = tl.load(DP2 + ox, mask=mx, other=0.0)
+            if GRAD:
+                dz = tl.zeros([BD], dtype=F.dtype.element_ty)
+            else:
+                dz = tl.load(DQ3 + od, mask=md, other=0.0)
+                if HAS_IN:
+                    dx += tl.load(DQ0 + ox, mask=mx, other=0.0)
+            dz += tl.load(dYb + t * NOUT + od, mask=od < NOUT, other=0.0)
+            if MODUL:
+                dz += tl.where(od == D - 1, dm * m * (1.0 - 0.5 * m), 0.0)
+            pt = Pb + t * G
+            c = tl.load(CSb + (t + 1) * H + oh, mask=mh, other=0.0)
+            cp = tl.load(CSb + t * H + oh, mask=mh, other=0.0)
+            ig = tl.load(pt + oh, mask=mh, other=0.0)
+            fg = tl.load(pt + H + oh, mask=mh & LSTM, other=0.0)
+            gg = tl.load(pt + 2 * H + oh, mask=mh & LSTM, other=0.0)
+            og = tl.load(pt + 3 * H + oh, mask=mh & LSTM, other=0.0)
+            tc = _tanh(c)
+            mu = tl.load(LNRb + t * 2)
+            r = tl.load(LNRb + t * 2 + 1)
+            xc = tl.where(mh, tl.load(HCb + t * H + oh, mask=mh, other=0.0) - mu, 0.0)
+            nj = xc * r
+            # ---- 4. the gradient rule's δ chain (second order)
+            zero_h = tl.zeros([BH], dtype=F.dtype.element_ty)
+            da_i, da_f, da_g, da_o, dcp_x, dtc_x, lnn_extra = zero_h, zero_h, zero_h, zero_h, zero_h, zero_h, zero_h
+            dr_acc = lr * 0.0
+            if GRAD:
+                dd = tl.load(DQ1 + o4, mask=m4, other=0.0) + tl.load(DQ2 + o4, mask=m4, other=0.0)
+                if HAS_IN:
+                    dr2 = tl.where(xv > 0.0, tl.load(DQ0 + ox, mask=mx, other=0.0), 0.0)
+                    tl.store(DR2b + t * XD + ox, dr2, mask=mx)
+                    tl.debug_barrier()
+                    _read(Fb + off2, W + off2, XD, G, DR2b + t * XD, TMPG, BI, BJ)
+                    tl.debug_barrier()
+                    dd += tl.load(TMPG + o4, mask=m4, other=0.0)
+                tl.store(DD + o4, dd, mask=m4)
+                tl.debug_barrier()
+                dh = tl.load(DHb + t * H + oh, mask=mh, other=0.0)
+                if LSTM:
+                    bc = 1.0 - tc * tc
+                    ai, af, ao, bg = ig * (1.0 - ig), fg * (1.0 - fg), og * (1.0 - og), 1.0 - gg * gg
+                    dhcj = tl.load(DHCb + t * H + oh, mask=mh, other=0.0)
+                    dcc = dhcj * og * bc
+                    vi = tl.load(DD + oh, mask=mh, other=0.0)
+                    vf = tl.load(DD + H + oh, mask=mh, other=0.0)
+                    vg = tl.load(DD + 2 * H + oh, mask=mh, other=0.0)
+                    vo = tl.load(DD + 3 * H + oh, mask=mh, other=0.0)
+                    ddcc = vi * gg * ai + vf * cp * af + vg * ig * bg
+                    da_g = vi * dcc * ai - 2.0 * gg * vg * dcc * ig
+                    da_i = vi * dcc * gg * (1.0 - 2.0 * ig) + vg * dcc * bg
+                    da_f = vf * dcc * cp * (1.0 - 2.0 * fg)
+                    dcp_x = vf * dcc * af
+                    da_o = vo * dhcj * tc * (1.0 - 2.0 * og) + ddcc * dhcj * bc
+                    dtc_x = vo * dhcj * ao - 2.0 * tc * ddcc * dhcj * og
+                    vdhc = vo * tc * ao + ddcc * og * bc
+                else:
+                    vdhc = tl.where(ig > 0.0, tl.load(DD + oh, mask=mh, other=0.0), 0.0)
+                if HAS_LN:
+                    dn = dh * gam
+                    a1 = tl.sum(dn, axis=0) / H
+                    a2 = tl.sum(dn * nj, axis=0) / H
+                    da1 = -r * tl.sum(vdhc, axis=0)
+                    da2 = -r * tl.sum(vdhc * nj, axis=0)
+                    dr_acc = tl.sum(vdhc * (dn - a1 - nj * a2), axis=0)
+                    ddn = tl.where(mh, r * vdhc + da1 / H + da2 * nj / H, 0.0)
+                    lnn_extra = -r * vdhc * a2 + da2 * dn / H
+                    ddh = ddn * gam
+                    dga += ddn * dh
+                else:
+                    ddh = vdhc
+                tl.store(DDHb + t * H + oh, ddh, mask=mh)
+                tl.debug_barrier()
+                _read(Fb + off3, W + off3, H, D, DDHb + t * H, TMPD, BI, BJ)
+                tl.debug_barrier()
+                dd3 = tl.load(DQ3 + od, mask=md, other=0.0) + tl.load(TMPD + od, mask=md, other=0.0)
+                zv = tl.load(Zb + t * D + od, mask=md, other=0.0)
+                dz += kz * om * om * dd3
+                dom += 2.0 * kz * zv * om * dd3
+            # ---- 5. output layer read: z = hn (W + F) + b + fb
+            tl.store(DZb + t * D + od, dz, mask=md)
+            tl.store(DHCS + oh, zero_h, mask=mh)
+            tl.debug_barrier()
+            _adjoint(Fb + off3, W + off3, L + off3, dFb + off3, dLg + off3, CKt + off3, H, D,
+                     DHCS, DHCS, ce, keep, wclip, restore, DHCS, DHCS,
+                     HSb + (t + 1) * H, DZb + t * D, DDHb + t * H, D3b + t * D, t >= 0, DHCS,
+                     False, True, GRAD, CLAMP, False, BI, BJ)
+            tl.debug_barrier()
+            dhc = tl.load(DHCS + oh, mask=mh, other=0.0) + dnacc
+            if GRAD:
+                _add_to(dFBb + bo3, dz, od, md)
+            # ---- 6. LayerNorm: hn = n γ + β, n = (hc − μ) r
+            if HAS_LN:
+                dga += dhc * nj
+                dbe += dhc
+                dn2 = dhc * gam + lnn_extra
+                dr_acc += tl.sum(dn2 * xc, axis=0)
+                dvar = -0.5 * r * r * r * dr_acc
+                v = tl.where(mh, dn2 * r + 2.0 * xc * dvar / H, 0.0)
+                dhc = tl.where(mh, v - tl.sum(v, axis=0) / H, 0.0)
+            # ---- 7. cell
+            dgt = DGb + t * G
+            if LSTM:
+                if GRAD:
+                    di, df, dgg, do = da_i, da_f, da_g, da_o
+                else:
+                    di = da_i + tl.load(DQ1 + oh, mask=mh, other=0.0) + tl.load(DQ2 + oh, mask=mh, other=0.0)
+                    df = da_f + tl.load(DQ1 + H + oh, mask=mh, other=0.0) + tl.load(DQ2 + H + oh, mask=mh, other=0.0)
+                    dgg = da_g + tl.load(DQ1 + 2 * H + oh, mask=mh, other=0.0) + tl.load(DQ2 + 2 * H + oh, mask=mh,
+                                                                                       other=0.0)
+                    do = da_o + tl.load(DQ1 + 3 * H + oh, mask=mh, other=0.0) + tl.load(DQ2 + 3 * H + oh, mask=mh,
+                                                                                      other=0.0)
+                do += dhc * tc
+                dtc = dhc * og + dtc_x
+                dct = dcn + dtc * (1.0 - tc * tc)
+                di += dct * gg
+                dgg += dct * ig
+                df += dct * cp
+                dcn = dct * fg + dcp_x
+                tl.store(dgt + oh, di * ig * (1.0 - ig), mask=mh)
+                tl.store(dgt + H + oh, df * fg * (1.0 - fg), mask=mh)
+                tl.store(dgt + 2 * H + oh, dgg * (1.0 - gg * gg), mask=mh)
+                tl.store(dgt + 3 * H + oh, do * og * (1.0 - og), mask=mh)
+            else:
+                dpost = zero_h
+                if not GRAD:
+                    dpost = tl.load(DQ1 + oh, mask=mh, other=0.0) + tl.load(DQ2 + oh, mask=mh, other=0.0)
+                tl.store(dgt + oh, tl.where(ig > 0.0, dhc + dpost, 0.0), mask=mh)
+            if GRAD:
+                tl.debug_barrier()
+                dgv = tl.load(dgt + o4, mask=m4, other=0.0)
+                _add_to(dFBb + bo1, dgv, o4, m4)
+                _add_to(dFBb + bo2, dgv, o4, m4)
+            # ---- 8. the cell and input reads' backward is left pending for the next (earlier) step's passes
+            tl.store(DHN + oh, dhp, mask=mh)
+            tl.store(DXN + ox, dx, mask=mx)
+            if HAS_IN:
+                tl.store(dUb + t * UN + tl.arange(0, BU), tl.load(DP0 + tl.arange(0, BU), mask=tl.arange(0, BU) < UN),
+                         mask=tl.arange(0, BU) < UN)
+            tl.debug_barrier()
+        # ---- 9. the pending reads of step 0, with F_0
+        _adjoint(Fb + off1, W + off1, L + off1, dFb + off1, dLg + off1, CKb + off1, H, G,
+                 DHCS, DHCS, one, one, wclip, T < 0, DHCS, DHCS,
+                 HSb, DGb, DHCS, DHCS, T > 0, DHN, False, True, False, CLAMP, False, BI, BJ)
+        _adjoint(Fb + off2, W + off2, L + off2, dFb + off2, dLg + off2, CKb + off2, XD, G,
+                 DHCS, DHCS, one, one, wclip, T < 0, DHCS, DHCS,
+                 Xb, DGb, DR2b, DCb, T > 0, DXN, False, True, GRAD and HAS_IN, CLAMP, False, BI, BJ)
+        tl.debug_barrier()
+        _input_adjoint(Xb, DXN, DA0b, dUb, dFBb + bo0, XD, T > 0, HAS_IN, GRAD, BX)
+        tl.debug_barrier()
+        if HAS_IN:
+            _adjoint(Fb + off0, W + off0, L + off0, dFb + off0, dLg + off0, CKb + off0, UN, XD,
+                     DHCS, DHCS, one, one, wclip, T < 0, DHCS, DHCS,
+                     Ub, DA0b, DHCS, DHCS, T > 0, dUb, False, True, False, CLAMP, False, BI, BJ)
+        tl.debug_barrier()
+        tl.store(dHo + b * H + oh, tl.load(DHN + oh, mask=mh, other=0.0), mask=mh)
+        tl.store(dCo + b * H + oh, dcn, mask=mh)
+    tl.store(dOM + g * D + od, dom, mask=md)
+    tl.store(dGA + g * H + oh, dga, mask=mh)
+    tl.store(dBE + g * H + oh, dbe, mask=mh)
+
+
+@triton.jit
+def _input_adjoint(xt, dx, da0, du, dfb0, n, on, HAS_IN: tl.constexpr, GRAD: tl.constexpr, BX: tl.constexpr):
+    """A step's input layer, once ``dx`` (the adjoint of ``x_t``) is complete (where ``on``):
+    ``da0 = dx ⊙ [x > 0]`` (and the fast bias's adjoint), or, without in_fc, ``du = dx``."""
+    o = tl.arange(0, BX)
+    m = o < n
+    dxv = tl.load(dx + o, mask=m, other=0.0)
+    if HAS_IN:
+        a = tl.where(tl.load(xt + o, mask=m, other=0.0) > 0.0, dxv, 0.0)
+        tl.store(da0 + o, a, mask=_also(m, on))
+        if GRAD:
+            _add_to(dfb0, a, o, _also(m, on))
+    else:
+        tl.store(du + o, dxv, mask=_also(m, on))
