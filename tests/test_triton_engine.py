@@ -80,7 +80,7 @@ def test_triton_one_step_and_float32():
 
 @needs_triton
 def test_gradcheck_triton_engine():
-    """Second-order gradient rule through in_fc and the RNN cell: the input, ω and h_fc's Λ against finite differences."""
+    """Second-order gradient rule through in_fc and the RNN cell: input, ω and h_fc's Λ by finite differences."""
     torch.manual_seed(0)
     net = PlasticRNN(2, 2, 1, rule="gradient", cell="rnn", extra_dim=1, inner_loss_scale=0.5,
                      engine="triton").double().to(DEVICE)
@@ -261,7 +261,7 @@ def test_gpu_paper_size_runs_and_is_timed():
         torch.manual_seed(0)
         net = PlasticRNN(16, 256, 1, rule="gradient", cell="lstm", engine=name).cuda()
         inputs = torch.rand(64, 70, 16, device="cuda")
-        for rep in range(3):
+        for _ in range(3):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             out, _ = net(inputs)

@@ -51,7 +51,8 @@ def _update_read(F, W, L, n_in, n_out, p, q, ce, keep, wclip, x, y,
             m2 = mi[:, None] & mj[None, :]
             idx = oi[:, None] * n_out + oj[None, :]
             cp = ce * tl.load(p + oi, mask=mi, other=0.0)
-            f = keep * tl.load(F + idx, mask=m2, other=0.0) + cp[:, None] * tl.load(L + idx, mask=m2, other=0.0) * qj[None, :]
+            lam = tl.load(L + idx, mask=m2, other=0.0)
+            f = keep * tl.load(F + idx, mask=m2, other=0.0) + cp[:, None] * lam * qj[None, :]
             if CLAMP:
                 f = tl.minimum(tl.maximum(f, -wclip), wclip)
             tl.store(F + idx, f, mask=m2)
@@ -510,7 +511,8 @@ def episode_backward(
         Vb = V + b * 14 * MV
         DP0, DP1, DP2, DP3 = Vb, Vb + MV, Vb + 2 * MV, Vb + 3 * MV
         DQ0, DQ1, DQ2, DQ3 = Vb + 4 * MV, Vb + 5 * MV, Vb + 6 * MV, Vb + 7 * MV
-        DHN, DXN, DHCS, TMPG, TMPD, DD = Vb + 8 * MV, Vb + 9 * MV, Vb + 10 * MV, Vb + 11 * MV, Vb + 12 * MV, Vb + 13 * MV
+        DHN, DXN, DHCS = Vb + 8 * MV, Vb + 9 * MV, Vb + 10 * MV  # adjoints of h_t, x_t (pending), hc
+        TMPG, TMPD, DD = Vb + 11 * MV, Vb + 12 * MV, Vb + 13 * MV
         if GRAD:  # the second factor q of each layer's update Λ ⊙ (pre ⊗ q)
             QA, QC, QZ = D0b, DCb, D3b
         else:
