@@ -4,7 +4,9 @@
   gradient rule (the oracle of the tests);
 - ``fast``: the gradient rule in closed form, factored fast weights (GEMMs);
 - ``kernel``: a compiled per-sample loop over materialised fast weights whose
-  cost grows linearly with the episode length (needs numba: ``plasticnet[kernel]``).
+  cost grows linearly with the episode length (needs numba: ``plasticnet[kernel]``);
+- ``triton``: the kernel engine's algorithm as Triton programs, for CUDA (needs
+  triton: ``plasticnet[triton]``; not picked by ``auto``).
 
 ``engine="auto"`` (:func:`resolve_engine`) picks ``kernel`` on the CPU (``fast``
 where numba is missing, with a one-time warning) and ``fast`` on other devices.
