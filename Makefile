@@ -5,6 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= kernel,plots,log,dev,sweep
+# triton ships wheels for Linux x86-64 only; there its engine is tested on the CPU (TRITON_INTERPRET=1)
+ifeq ($(shell uname -sm),Linux x86_64)
+EXTRAS := $(EXTRAS),triton
+endif
 
 .PHONY: demo test install clean
 

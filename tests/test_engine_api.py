@@ -173,7 +173,7 @@ def test_an_engine_object_and_a_new_engine():
         for k in trace:
             torch.testing.assert_close(trace[k], outs[0][2][k], atol=1e-10, rtol=0)
     assert new.engine == "logged" and seen == [(2, 3)] * 4
-    assert set(ENGINES) == {"kernel", "fast", "reference"}
+    assert set(ENGINES) == {"kernel", "fast", "reference", "triton"}
 
 
 @pytest.mark.parametrize("engine", ENGINE_NAMES)

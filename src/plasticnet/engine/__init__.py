@@ -4,7 +4,9 @@
   gradient rule (the oracle of the tests);
 - ``fast``: the gradient rule in closed form, factored fast weights (GEMMs);
 - ``kernel``: a compiled per-sample loop over materialised fast weights whose
-  cost grows linearly with the episode length (needs numba: ``plasticnet[kernel]``).
+  cost grows linearly with the episode length (needs numba: ``plasticnet[kernel]``);
+- ``triton``: the kernel engine's algorithm as Triton programs, for CUDA (needs
+  triton: ``plasticnet[triton]``; not picked by ``auto``).
 
 ``engine="auto"`` (:func:`resolve_engine`) picks ``kernel`` on the CPU (``fast``
 where numba is missing, with a one-time warning) and ``fast`` on other devices.
@@ -25,8 +27,9 @@ from .factored import factored_read
 from .fast import FastEngine
 from .kernel import KernelEngine
 from .reference import ReferenceEngine
+from .triton_engine import TritonEngine
 
-ENGINES = {"kernel": KernelEngine, "fast": FastEngine, "reference": ReferenceEngine}
+ENGINES = {"kernel": KernelEngine, "fast": FastEngine, "reference": ReferenceEngine, "triton": TritonEngine}
 """Registry: name → engine class, whose keyword options are named as ``PlasticRNN``'s (``chunk_size``, ...)."""
 ENGINE_CHOICES = ("auto",) + tuple(ENGINES)
 _warned = []
@@ -65,4 +68,4 @@ def is_engine(obj) -> bool:
 
 
 __all__ = ["ENGINES", "ENGINE_CHOICES", "Engine", "EngineResult", "FastEngine", "KernelEngine", "LayerParams",
-           "NetSpec", "ReferenceEngine", "StepEngine", "factored_read", "get_engine", "is_engine", "resolve_engine"]
+           "NetSpec", "ReferenceEngine", "StepEngine", "TritonEngine", "factored_read", "get_engine", "is_engine", "resolve_engine"]
