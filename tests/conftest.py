@@ -1,7 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the Triton interpreter switched on where there is no GPU.
+
+``TRITON_INTERPRET`` is read when triton is first imported, and importing
+plasticnet imports it (through ``torch.compiler``) where it is installed: it is
+set here, before any test module imports plasticnet, so that the triton
+engine's tests run its programs on CPU tensors.
+"""
+
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The repository stands on its own: no link leaves it, every link inside resolves, the spec is here."""
 
 import re
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = [*ROOT.glob("*.md"), *(ROOT / "docs").rglob("*.md"), *(ROOT / "tests").rglob("*.md"),

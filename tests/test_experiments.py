@@ -120,7 +120,7 @@ def test_shipped_experiment_files_parse(path):
     assert exp.name == path.stem
 
 
-def test_shipped_experiment_files_parse():
+def test_shipped_trials_resolve_and_the_lr_sweep():
     """Every experiments/*.yaml parses and its trials resolve; the reference's learning-rate sweep is there."""
     from pathlib import Path
 

@@ -149,6 +149,9 @@ def test_bad_claim_files_are_refused():
            {"name": "b", "task": "cue-reward", "grid": {"rule": ["gradient", "none"]}}]
     with pytest.raises(ValueError, match="needs 'experiment' \\(one of a, b\\)"):
         synthetic_claim(experiments=two)
+    for bad in ("../../X", "..", "a/b", "."):  # the id names the claim's folder under --out
+        with pytest.raises(ValueError, match="claim id"):
+            synthetic_claim(id=bad)
 
 
 def test_size_overrides_and_seeds():
@@ -241,6 +244,10 @@ def test_encoder_pretraining_follows_the_dataset(tmp_path):
     assert path.name == "encoder-cifar-fs-32.pt"
     spec, _ = _encoder_path(load_claims()["cue_reward"], "quick", tmp_path, {"dataset": "x"})
     assert spec == {}  # a claim without pre-training gets none
+    for bad, what in (({"dataset": "../../../tmp/x"}, "dataset"), ({"image_size": "../x"}, "image_size")):
+        with pytest.raises(ValueError, match=what):  # refused before any path is built from it
+            _encoder_path(claim, "quick", tmp_path, bad)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _rerun_config(root, folder, **changes):

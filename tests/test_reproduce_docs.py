@@ -8,7 +8,6 @@ import pytest
 from plasticnet.cli import main
 from plasticnet.reproduce import evaluate_claim, write_claim_report
 from plasticnet.reproduce_docs import load_results, render_reproduction, render_summary
-
 from test_reproduce import make_runs, synthetic_claim
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

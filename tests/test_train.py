@@ -55,6 +55,8 @@ def test_run_folder(tmp_path):
     assert [r["batch"] for r in rows_] == [0, 5, 10]
     assert list(rows_[0])[:3] == ["batch", "train_loss", "val_error"]
     assert math.isnan(rows_[0]["train_loss"]) and rows_[1]["train_loss"] > 0
+    first = (tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")
+    assert first[:2] == ["0", ""]  # no training before batch 0: an empty cell, not "nan"
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary and summary["finished"] and summary["batches"] == 10
     assert summary["final_val_error"] == rows_[-1]["val_error"]

@@ -55,9 +55,8 @@ def _add_train(sub) -> None:
 
 def _train(args) -> int:
     from .config import parse_set
-    from .train import default_run_dir, train_run
-
     from .tasks import get_task_class
+    from .train import default_run_dir, train_run
 
     options = {"task": args.task, **parse_set(args.set or [])}
     if args.task in task_names() and getattr(get_task_class(args.task), "cells", None) == () \

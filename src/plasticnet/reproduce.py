@@ -59,7 +59,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from .checks import check_positive_int
+from .checks import check_choice, check_nonnegative_int, check_path_component, check_positive_int
 from .experiments import Experiment, parse_experiment
 
 CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
@@ -186,6 +186,10 @@ def parse_claim(data: Any, source: str = "<claim>") -> Claim:
     for key in ("id", "statement"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise _err(source, f"{key!r} is required (a non-empty string)")
+    try:
+        check_path_component("claim id", data["id"])  # it names the claim's folder under --out
+    except ValueError as err:
+        raise _err(source, str(err)) from None
     exps = data.get("experiments")
     if not isinstance(exps, list) or not exps or not all(isinstance(e, dict) for e in exps):
         raise _err(source, "'experiments' must be a non-empty list of experiment mappings")
@@ -746,7 +750,8 @@ def write_summary(results: Sequence[ClaimResult], out: Union[str, Path]) -> Path
     for res in results:
         comps = "<br>".join(f"{r.comparison.name}: {_num(r.estimate)} [{_num(r.low)}, {_num(r.high)}]: {r.verdict}"
                             for r in res.comparisons)
-        lines.append(f"| `{res.claim.id}` | {res.size} | **{res.verdict_label}** | {comps} | {res.finished}/{res.runs} | "
+        lines.append(f"| `{res.claim.id}` | {res.size} | **{res.verdict_label}** | {comps} | "
+                     f"{res.finished}/{res.runs} | "
                      f"{res.train_s / 60:.1f} min |")
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
@@ -764,6 +769,11 @@ def _encoder_path(claim: Claim, size: str, root: Path, overrides: Dict[str, Any]
     for key in PRETRAIN_DATA_KEYS:
         if key in overrides and spec:
             spec[key] = overrides[key]
+    if spec:  # checked before the name is built from them: the encoder's file stays in the claim's folder
+        from .data import DATASETS
+
+        check_choice("dataset", spec.get("dataset", "glyphs"), DATASETS)
+        check_nonnegative_int("image_size", spec.get("image_size", 0))
     base = dict(claim.sizes[size]["pretrain"]) if spec else {}
     name = "encoder.pt" if spec == base else f"encoder-{spec.get('dataset', 'data')}-{spec.get('image_size', 0)}.pt"
     return spec, (root / name).resolve()
@@ -949,6 +959,7 @@ class ReproduceResult:
 
 
 __all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "ReproduceResult", "RunSelection", "Term",
-           "check_claims", "check_run_folders", "claim_experiments", "claim_listing", "config_differences", "select_runs",
+           "check_claims", "check_run_folders", "claim_experiments", "claim_listing", "config_differences",
+           "select_runs",
            "claim_verdict", "evaluate_claim", "load_claims", "parse_claim", "reproduce", "run_claim", "select_claims",
            "verdict_of", "write_claim_report", "write_summary", "SIZES"]

@@ -166,7 +166,7 @@ def render_reproduction(results_dir: Union[str, Path]) -> str:
     results = load_results(results_dir)
     lines = [INTRO]
     best: Dict[str, Dict[str, Any]] = {}
-    for size, by_claim in results.items():
+    for by_claim in results.values():
         for claim, data in by_claim.items():
             best.setdefault(claim, data)  # sizes come largest first
     if best:

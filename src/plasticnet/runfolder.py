@@ -480,8 +480,9 @@ class Metrics:
         elif path.exists():
             path.unlink()
 
-    def write(self, batch: int, train_loss: float, metrics: Dict[str, float]) -> None:
-        """Append one row: the validation after ``batch`` training batches."""
+    def write(self, batch: int, train_loss: Optional[float], metrics: Dict[str, float]) -> None:
+        """Append one row: the validation after ``batch`` training batches (``train_loss=None``: before any
+        training, written as an empty cell)."""
         values = {"batch": batch, "train_loss": train_loss, "val_error": metrics["error"]}
         values.update({f"val_{k}": v for k, v in metrics.items() if k != "error"})
         if self.columns is None:
@@ -493,6 +494,8 @@ class Metrics:
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return ""
     return str(v) if isinstance(v, int) else repr(float(v))
 
 

@@ -365,5 +365,6 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
     return outcomes
 
 
-__all__ = ["Outcome", "SweepProgress", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep", "run_trial",
+__all__ = ["Outcome", "SweepProgress", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep",
+           "run_trial",
            "trial_state", "BACKENDS"]

@@ -222,7 +222,7 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
                 "batches": done, "elapsed_s": elapsed + time.time() - t0, "parameters": n_params})
         raise NonFiniteError(msg)
 
-    def validate(batch: int, train_loss: float) -> None:
+    def validate(batch: int, train_loss: Optional[float]) -> None:
         nonlocal best, last_val
         vals = evaluate(task, model, validation_batches(task, config), device)
         metrics.write(batch, train_loss, vals)
@@ -231,7 +231,7 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
         if tb is not None:
             for k, v in vals.items():
                 tb.add_scalar(f"val/{k}", v, batch)
-            if not math.isnan(train_loss):
+            if train_loss is not None:
                 tb.add_scalar("train/loss", train_loss, batch)
             tb.add_scalar("train/lr", lr_at(config, max(batch - 1, 0)), batch)
             tb.flush()
@@ -246,7 +246,7 @@ def _train(config: Dict[str, Any], task: Task, model: nn.Module, run_dir: Path, 
     t0 = time.time()
     bar = _progress(progress, config, start)
     if not resuming:
-        validate(0, math.nan)
+        validate(0, None)  # before any training: no training loss
     loss_sum, loss_n = 0.0, 0
     model.train()
     for b in range(start, config["batches"]):

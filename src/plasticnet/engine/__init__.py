@@ -68,4 +68,5 @@ def is_engine(obj) -> bool:
 
 
 __all__ = ["ENGINES", "ENGINE_CHOICES", "Engine", "EngineResult", "FastEngine", "KernelEngine", "LayerParams",
-           "NetSpec", "ReferenceEngine", "StepEngine", "TritonEngine", "factored_read", "get_engine", "is_engine", "resolve_engine"]
+           "NetSpec", "ReferenceEngine", "StepEngine", "TritonEngine", "factored_read", "get_engine", "is_engine",
+           "resolve_engine"]

@@ -75,7 +75,8 @@ class FewShotImageModel(nn.Module):
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
-        self.missing_encoder: Optional[str] = None  # a pre-trained encoder not found: weights must come from a state dict
+        # a pre-trained encoder not found: its weights must come from a state dict
+        self.missing_encoder: Optional[str] = None
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module.load_state_dict``; a run's checkpoint holds the encoder's weights, so the
