@@ -42,6 +42,7 @@ grid(s), the conditions compared, the metric, the expected direction and the tes
 the sweep machinery (resumable, finished runs skipped) into `runs/reproduce/<size>/<claim>/`, and each
 claim gets a `report.md` with its verdict; `runs/reproduce/<size>/summary.md` lists them all.
 
+<!-- no-test: trains for hours; tests/test_reproduce.py runs the list, a smoke claim and --report-only -->
 ```bash
 plasticnet reproduce --list                          # claim ids, statements, runs per size
 plasticnet reproduce cue_reward --size quick         # one claim on a CPU
