@@ -121,6 +121,11 @@ def test_error_vs_numeric_key_and_analysis(tmp_path):
     assert "figures/d_error_vs_delay.png" in text
     assert "figures/d_analysis.png" in text
     assert (root / "figures" / "d_analysis.png").is_file()
+    # three episode lengths (5, 15, 45 steps): a row of panels each, so each has its own scored steps
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(root / "figures" / "d_analysis.png").shape[:2]
+    assert height > 2 * width / 4 * 3.6 / 4.5
 
 
 def test_report_errors(tmp_path):

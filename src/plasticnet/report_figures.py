@@ -139,10 +139,20 @@ def _scored_steps(ax, analyses) -> None:
         ax.axvspan(t - 0.5, t + 0.5, color="0.9", zorder=0, lw=0)
 
 
+def _by_episode_length(conds, key):
+    """Conditions grouped by the length of their episodes (``{T: [condition]}``, in order of appearance)."""
+    groups = {}
+    for c in conds:
+        a = next(r.analysis for r in c.runs if r.analysis)
+        groups.setdefault(len(a[f"{key}_mean"]), []).append(c)
+    return groups
+
+
 def analysis_plot(keys, conditions, path: Path) -> bool:
     """Per episode step: modulation, modulated inner lr, effective rate, fast-weight norm — the panels
     every analysis of the group holds (mean over seeds, band = 95%; dotted: 10–90 % of the episodes,
-    mean over seeds; grey: the steps the task scores)."""
+    mean over seeds; grey: the steps the task scores). Conditions whose episodes differ in length (a
+    delay or sequence-length sweep) get a row each, with their own scored steps."""
     conds = [c for c in conditions if any(r.analysis for r in c.runs)]
     if not conds:
         return False
@@ -150,9 +160,24 @@ def analysis_plot(keys, conditions, path: Path) -> bool:
     panels = [(k, t) for k, t in ANALYSIS_PANELS if all(f"{k}_mean" in a for a in analyses)]
     if not panels:
         return False
+    groups = _by_episode_length(conds, panels[0][0])
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
+    fig, axes = plt.subplots(len(groups), len(panels), figsize=(4.5 * len(panels), 3.6 * len(groups)),
+                             squeeze=False)
+    for row, (T, group) in zip(axes, groups.items()):
+        _analysis_row(row, panels, keys, group)
+        if len(groups) > 1:
+            row[0].set_ylabel(f"episodes of {T} steps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _analysis_row(axes, panels, keys, conds) -> None:
+    """One row of :func:`analysis_plot`: a panel per key, a line (and bands) per condition."""
+    analyses = [r.analysis for c in conds for r in c.runs if r.analysis]
+    for ax, (key, title) in zip(axes, panels):
         _scored_steps(ax, analyses)
         for c in conds:
             runs = [r.analysis for r in c.runs if r.analysis]
@@ -168,11 +193,7 @@ def analysis_plot(keys, conditions, path: Path) -> bool:
                     ax.plot(steps, np.mean([a[f"{key}_{q}"] for a in runs], 0), ls=":", lw=0.8,
                             color=line.get_color())
         ax.set(title=title, xlabel="step of the episode")
-    _legend(axes[0][0], len(conds))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    _legend(axes[-1], len(conds))
 
 
 def heatmap_plot(keys, conditions, path: Path) -> bool:
