@@ -40,13 +40,35 @@ def test_configurations_and_table():
             dict(task="cue-reward", cell="rnn", rule="hebbian", engine="kernel", threads=2, ms_per_step=110.0,
                  peak_mb=50.0, wall_ms_per_step=62.5),
             dict(task="cue-reward", cell="rnn", rule="hebbian", engine="reference", ms_per_step=3000.0, peak_mb=3000.0),
-            dict(task="cue-reward", cell="rnn", rule="none", engine="none", ms_per_step=40.0, peak_mb=30.0)]
+            dict(task="cue-reward", cell="rnn", rule="none", engine="none", ms_per_step=40.0, peak_mb=30.0),
+            dict(task="cue-reward", cell="rnn", rule="hebbian", engine="fast", error="timeout 10s")]
     text = bench.table(rows)
     assert "30.0x" in text and "2.50x" in text and "60.0x" in text  # ref/kernel time, kernel/none, ref/kernel memory
-    row = text.splitlines()[2].split()
-    assert row[5] == "-"  # the fast engine was not run
+    assert text.startswith("ms: CPU time per step") and "triton" not in text  # a column per engine that was run
+    row = text.splitlines()[3].split()
+    assert row[5] == "-"  # the fast engine's run failed
+    assert "error: cue-reward rnn hebbian fast: timeout 10s" in text
     assert "1.60x" in bench.scaling_table(rows)  # 100 ms on one thread, 62.5 ms on two
     assert bench.scaling_table(rows[:1]) == ""
+
+
+def test_cuda_table_shows_triton_against_none_and_fast():
+    rows = [dict(task="seq-L5-d60", cell="lstm", rule="gradient", engine=e, device="cuda", ms_per_step=ms, peak_mb=mb)
+            for e, ms, mb in (("triton", 10.0, 20.0), ("fast", 250.0, 900.0), ("reference", 400.0, 4000.0))]
+    rows.append(dict(task="seq-L5-d60", cell="lstm", rule="none", engine="none", device="cuda", ms_per_step=4.0,
+                     peak_mb=5.0))
+    text = bench.report(rows, None)  # no GEMM rate on cuda: no work table
+    head, row = text.splitlines()[1].split(), text.splitlines()[3].split()
+    assert head[3:8] == ["|", "triton", "fast", "ref", "none"] and "kernel" not in text
+    assert text.startswith("ms: wall time per step on the GPU") and "GEMM" not in text
+    assert row[4:8] == ["10.0", "250.0", "400.0", "4.0"]
+    assert "t/none" in head and "f/t" in head and "ref/t" in head
+    assert "2.50x" in row and "25.0x" in row and "40.0x" in row and "200.0x" in row  # t/none, f/t, ref/t time, memory
+
+
+def test_hidden_scale():
+    assert bench.hidden_size(bench.Config("cue-reward", "rnn", "hebbian", "fast")) == 256
+    assert bench.hidden_size(bench.Config("cue-reward", "lstm", "none", "none", hidden_scale=1 / 32)) == 6
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -119,3 +141,79 @@ def test_flop_count_follows_autograd_grad_in_the_forward_pass():
     functions (no submodule calls inside the grad), so the counter follows it and counts its multiplies."""
     res = bench.measure(bench.Config("cue-reward", "rnn", "gradient", "reference", batch_size=2, repeats=1, warmup=0))
     assert res["ms_per_step"] > 0 and res["gflop_per_step"] > 0
+
+
+# ------------------------------------------------------------------ devices: cuda and the triton engine
+@pytest.fixture
+def no_runs(monkeypatch):
+    """Fail the test if the benchmark starts any work (a run or the GEMM-rate measurement)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the benchmark started work before refusing its arguments")
+
+    monkeypatch.setattr(bench, "run_child", refuse)
+    monkeypatch.setattr(bench, "gemm_rate", refuse)
+
+
+@pytest.mark.parametrize("cuda,env,argv,message", [
+    (False, None, ["--device", "cuda", "--engines", "fast,none"],
+     "device 'cuda': torch finds no CUDA device on this machine; allowed here: 'cpu'"),
+    (False, None, ["--device", "tpu"], "unknown device 'tpu'; allowed: 'cpu', 'cuda'"),
+    (True, None, ["--device", "cuda", "--engines", "kernel,none"],
+     "the kernel engine runs on the CPU only; engines on device 'cuda': 'triton', 'fast', 'reference', 'none'"),
+    (True, None, ["--engines", "triton,none"],
+     "the triton engine runs on device 'cuda'; on the CPU only in Triton's interpreter (TRITON_INTERPRET=1"),
+    (True, "1", ["--device", "cuda"], "TRITON_INTERPRET=1 would run the triton engine's programs in the interpreter"),
+    (False, "1", ["--hidden-scale", "0"], "hidden_scale must be"),
+])
+def test_bench_refuses_devices_and_engines_before_any_work(cuda, env, argv, message, monkeypatch, capsys, no_runs):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if env is None:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    else:
+        monkeypatch.setenv("TRITON_INTERPRET", env)
+    assert main(["bench", "--tasks", "cue-reward", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_runs_are_configured_for_the_gpu(monkeypatch, capsys):
+    """With a CUDA device (pretended here), every run is configured for it, triton among the default engines,
+    and no CPU GEMM rate is measured; the runs themselves are not made here (no GPU)."""
+    import torch
+
+    pytest.importorskip("triton")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(bench, "gemm_rate", lambda: pytest.fail("gemm_rate on cuda"))
+    runs = []
+    monkeypatch.setattr(bench, "run_child", lambda cfg, timeout, fraction: runs.append(cfg) or
+                        bench._failed(cfg, "not run in this test"))
+    assert main(["bench", "--device", "cuda", "--tasks", "cue-reward", "--cells", "lstm", "--rules", "gradient",
+                 "--timeout", "60", "--json"]) == 0
+    assert [(c.engine, c.device) for c in runs] == [(e, "cuda") for e in ("triton", "fast", "reference", "none")]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["error"] for r in lines] == ["not run in this test"] * 4 and lines[0]["device"] == "cuda"
+
+
+def test_reference_skip_on_cuda_reads_the_gpu_free_memory(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (100 * 2**20, 80 * 2**30))
+    res = bench.run_child(bench.Config("cue-reward", "lstm", "gradient", "reference", device="cuda"), 10)
+    assert res["error"].startswith("skipped: needs ~") and res["error"].endswith("100 MB free on the GPU")
+
+
+def test_triton_engine_bench_under_the_interpreter(monkeypatch, capsys):
+    """A real run of the triton engine's programs, in Triton's interpreter on the CPU: tiny (hidden 8, B = 1)."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # read by the measuring child when it imports triton
+    assert main(["bench", "--tasks", "cue-reward", "--cells", "rnn", "--rules", "hebbian", "--engines", "triton,none",
+                 "--batch-size", "1", "--hidden-scale", "0.03125", "--repeats", "1", "--warmup", "0", "--json"]) == 0
+    out, err = capsys.readouterr()
+    tri, none = [json.loads(line) for line in out.splitlines()]
+    assert "error" not in tri and "error" not in none, (tri, none)
+    assert (tri["engine"], tri["device"], tri["hidden"], tri["batch_size"]) == ("triton", "cpu", 8, 1)
+    assert none["hidden"] == 12  # 384 / 32
+    assert tri["ms_per_step"] > 0 and tri["peak_mb"] >= 0
+    assert "t/none" in err.splitlines()[1]

@@ -3,11 +3,12 @@
 For each [D23] paper configuration (task shape × cell × rule, B = 64, hidden
 size by :func:`plasticnet.matched_hidden_size`) it measures one training
 step — forward, MSE loss on every step, backward, gradient-norm clip 5 and an
-AdamW (amsgrad) step — for the ``kernel``, ``fast`` and ``reference``
-engines and the non-plastic network of the same configuration
+AdamW (amsgrad) step — for the ``kernel``, ``triton``, ``fast`` and
+``reference`` engines and the non-plastic network of the same configuration
 (``rule="none"``, its own matched size), as ratios in the same run.
 Inputs and targets are random tensors of the task's shape: only the shapes
-matter for the cost.
+matter for the cost. ``--hidden-scale`` scales every hidden size (for quick
+checks; 1 is the paper's).
 
 How it measures (honest rather than flattering):
 
@@ -16,7 +17,8 @@ How it measures (honest rather than flattering):
   ``--threads 1,2`` also runs the kernel engine with 2 threads over the batch
   (``engine_threads``; torch's own operations stay on one thread), its scaling table;
 - the kernel engine's compiled code is loaded (or compiled) in an untimed
-  call before the warm-up steps;
+  call before the warm-up steps (on CUDA, the triton engine's programs in an
+  untimed full-size step);
 - time: ``--warmup`` untimed steps, then the mean time of ``--repeats``
   steps: ``ms_per_step`` is the CPU time of the (single-threaded) process,
   which the other loads of a shared machine disturb much less than the
@@ -30,12 +32,24 @@ How it measures (honest rather than flattering):
 - work: ``gflop_per_step``, the matrix-multiply flops (``mm``, ``bmm``,
   ``addmm``...) of one training step, counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on one more step after the
-  timed ones; and, once per benchmark, ``gemm_gflops``, this machine's
+  timed ones (torch operations only: not the kernel's or triton's own
+  loops); and, once per benchmark, ``gemm_gflops``, this machine's
   single-thread GEMM rate at the shape of the fast engine's factored reads
   (:func:`gemm_rate`). ``gflop / rate`` is the time the step's GEMMs alone
   would take at that rate — a floor under ``ms_per_step`` for an engine that
   does those multiplies — and the flop ratio of two engines bounds their time
   ratio once both run their GEMMs at the machine's rate (the second table).
+
+``--device cuda`` runs the model and data on the GPU instead: ``ms_per_step``
+is then the wall time of a step between two ``torch.cuda.synchronize()``
+calls (CPU time means nothing there), ``peak_mb`` is
+``torch.cuda.max_memory_allocated()`` (peak statistics reset before the
+first step) minus the memory allocated at that moment, a reference run is
+skipped by the GPU's free memory (``torch.cuda.mem_get_info``), and there is
+no GEMM-rate table. The kernel engine is CPU-only and refused there; the
+triton engine needs CUDA and is refused on the CPU unless
+``TRITON_INTERPRET=1`` runs its programs in Triton's interpreter (slow: for
+tests, at tiny sizes).
 """
 
 from __future__ import annotations
@@ -61,7 +75,9 @@ TASKS = {
 }
 CELLS = ("rnn", "lstm")
 RULES = ("hebbian", "gradient")
-ENGINES = ("kernel", "fast", "reference", "none")
+ENGINES = ("kernel", "triton", "fast", "reference", "none")
+DEVICES = ("cpu", "cuda")
+DEFAULT_ENGINES = {"cpu": ("kernel", "fast", "reference", "none"), "cuda": ("triton", "fast", "reference", "none")}
 
 
 @dataclass
@@ -69,12 +85,21 @@ class Config:
     task: str
     cell: str
     rule: str  # "none" for the non-plastic network
-    engine: str  # "kernel", "fast", "reference" or "none"
+    engine: str  # one of ENGINES; "none": the non-plastic network
     batch_size: int = 64
     repeats: int = 3
     warmup: int = 1
     chunk_size: int = 0  # fast engine's chunk size; 0: its default
     threads: int = 1  # torch's (and so the kernel engine's) threads
+    device: str = "cpu"  # "cpu" or "cuda"
+    hidden_scale: float = 1.0  # factor on every matched hidden size (1: the paper's)
+
+
+def hidden_size(cfg: Config) -> int:
+    """The run's hidden size: the matched size of its rule and cell (SPEC §1) times ``hidden_scale``, at least 1."""
+    from .network import matched_hidden_size
+
+    return max(1, round(matched_hidden_size(cfg.rule, cfg.cell) * cfg.hidden_scale))
 
 
 def _memory_kb(field: str) -> int:
@@ -86,23 +111,24 @@ def _memory_kb(field: str) -> int:
 
 
 def measure(cfg: Config) -> dict:
-    """Run ``cfg`` in this process: ``{task, cell, rule, engine, hidden, ms_per_step, peak_mb}``."""
+    """Run ``cfg`` in this process: ``{task, cell, rule, engine, hidden, ms_per_step, peak_mb, ...}``."""
     import torch
 
     from .engine.fast import DEFAULT_CHUNK_SIZE
-    from .network import PlasticRNN, matched_hidden_size
+    from .network import PlasticRNN
 
     engine = "fast" if cfg.engine == "none" else cfg.engine
+    cuda = cfg.device == "cuda"
     torch.set_num_threads(1 if engine == "kernel" else cfg.threads)  # the kernel's own threads, not torch's
     torch.manual_seed(0)
     n_in, n_out, T = TASKS[cfg.task]
-    hidden = matched_hidden_size(cfg.rule, cfg.cell)
+    hidden = hidden_size(cfg)
     net = PlasticRNN(n_in, hidden, n_out, cell=cfg.cell, rule=cfg.rule, engine=engine,
-                     chunk_size=cfg.chunk_size or DEFAULT_CHUNK_SIZE, engine_threads=cfg.threads)
+                     chunk_size=cfg.chunk_size or DEFAULT_CHUNK_SIZE, engine_threads=cfg.threads).to(cfg.device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0, amsgrad=True)
     gen = torch.Generator().manual_seed(1)
-    inputs = torch.rand(cfg.batch_size, T, n_in, generator=gen)
-    targets = torch.rand(cfg.batch_size, T, n_out, generator=gen) * 2 - 1
+    inputs = torch.rand(cfg.batch_size, T, n_in, generator=gen).to(cfg.device)
+    targets = (torch.rand(cfg.batch_size, T, n_out, generator=gen) * 2 - 1).to(cfg.device)
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -115,21 +141,35 @@ def measure(cfg: Config) -> dict:
     if engine == "kernel":  # load (or compile) the compiled loops outside the measurement
         net(inputs[:1, :2])[0].sum().backward()
         opt.zero_grad(set_to_none=True)
-    with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM) to the current RSS
-        f.write("5")
-    base = _memory_kb("VmRSS")
+    if engine == "triton" and cuda:  # compile the programs for the run's sizes outside the measurement
+        net(inputs)[0].sum().backward()
+        opt.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM) to the current RSS
+            f.write("5")
+        base = 1024 * _memory_kb("VmRSS")
     for _ in range(cfg.warmup):
         train_step()
     cpu, wall = [], []
     for _ in range(cfg.repeats):
+        if cuda:
+            torch.cuda.synchronize()
         c0, w0 = time.process_time(), time.perf_counter()
         train_step()
+        if cuda:
+            torch.cuda.synchronize()
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
-    peak = _memory_kb("VmHWM") - base
-    return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, hidden=hidden, threads=cfg.threads,
-                ms_per_step=1e3 * sum(cpu) / len(cpu), wall_ms_per_step=1e3 * sum(wall) / len(wall),
-                peak_mb=peak / 1024, gflop_per_step=step_gflop(train_step))
+    peak = (torch.cuda.max_memory_allocated() if cuda else 1024 * _memory_kb("VmHWM")) - base
+    return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, device=cfg.device, hidden=hidden,
+                batch_size=cfg.batch_size, T=T, threads=cfg.threads,
+                ms_per_step=1e3 * sum(wall if cuda else cpu) / len(cpu), wall_ms_per_step=1e3 * sum(wall) / len(wall),
+                peak_mb=peak / 2**20, gflop_per_step=step_gflop(train_step),
+                **({"gpu": torch.cuda.get_device_name()} if cuda else {}))
 
 
 def step_gflop(train_step) -> Optional[float]:
@@ -177,16 +217,19 @@ def gemm_rate(rows: int = 640, inner: int = 128, cols: int = 512, repeats: int =
 
 def reference_memory_estimate_mb(cfg: Config) -> float:
     """Rough peak of the reference engine's step: ~6 floats per fast-weight entry per step (docs/engines.md)."""
-    from .network import matched_hidden_size
-
     n_in, n_out, T = TASKS[cfg.task]
-    H = matched_hidden_size(cfg.rule, cfg.cell)
+    H = hidden_size(cfg)
     G = 4 * H if cfg.cell == "lstm" else H
     entries = n_in * H + 2 * H * G + H * (n_out + 5)
     return 6 * 4 * T * cfg.batch_size * entries / 2**20
 
 
-def _available_mb() -> float:
+def _available_mb(device: str = "cpu") -> float:
+    """Memory available now: the GPU's free memory on ``cuda``, the system's ``MemAvailable`` on the CPU."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[0] / 2**20
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemAvailable:"):
@@ -194,18 +237,23 @@ def _available_mb() -> float:
     return float("inf")
 
 
+def _failed(cfg: Config, error: str) -> dict:
+    return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, device=cfg.device, error=error)
+
+
 def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict:
     """:func:`measure` in a fresh single-threaded subprocess.
 
     A reference-engine run whose estimated peak exceeds ``memory_fraction`` of
-    the memory available now is skipped (reported as an error), so a benchmark
-    cannot push a shared machine into swapping or the OOM killer.
+    the memory available now (on ``cuda``: the GPU's free memory) is skipped
+    (reported as an error), so a benchmark cannot push a shared machine into
+    swapping or the OOM killer, nor a GPU out of memory.
     """
     if cfg.engine == "reference":
-        need, avail = reference_memory_estimate_mb(cfg), _available_mb()
+        need, avail = reference_memory_estimate_mb(cfg), _available_mb(cfg.device)
         if need > memory_fraction * avail:
-            return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine,
-                        error=f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB available")
+            where = "free on the GPU" if cfg.device == "cuda" else "available"
+            return _failed(cfg, f"skipped: needs ~{need:.0f} MB, {avail:.0f} MB {where}")
     src = str(Path(__file__).resolve().parents[1])  # the child imports this very copy of plasticnet
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
     n = "1" if cfg.engine == "kernel" else str(cfg.threads)  # the kernel engine's threads are its own
@@ -214,10 +262,9 @@ def run_child(cfg: Config, timeout: float, memory_fraction: float = 0.8) -> dict
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, error=f"timeout {timeout}s")
+        return _failed(cfg, f"timeout {timeout}s")
     if res.returncode != 0:
-        err = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
-        return dict(task=cfg.task, cell=cfg.cell, rule=cfg.rule, engine=cfg.engine, error=err)
+        return _failed(cfg, (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1])
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -251,7 +298,7 @@ def _ratio(a, b):
 
 def _per_engine(results, threads: int = 1):
     """``(keys, get)``: the (task, cell, rule) rows of ``results`` in table order, and
-    ``get(task, cell, rule, key)`` → that field for each of :data:`ENGINES` at ``threads``
+    ``get(task, cell, rule, key)`` → ``{engine: that field}`` for each of :data:`ENGINES` at ``threads``
     (``None`` where the run is missing, failed or lacks the field; ``none`` is the
     non-plastic run, always at one thread)."""
     by = {(r["task"], r["cell"], r["rule"], r["engine"], r.get("threads", 1)): r for r in results if "error" not in r}
@@ -259,30 +306,66 @@ def _per_engine(results, threads: int = 1):
                   key=lambda k: (list(TASKS).index(k[0]), k[1], k[2]))
 
     def get(task, cell, rule, key):
-        runs = (by.get((task, cell, "none", e, 1) if e == "none" else (task, cell, rule, e, threads)) for e in ENGINES)
-        return tuple(None if r is None else r.get(key) for r in runs)
+        runs = {e: by.get((task, cell, "none", e, 1) if e == "none" else (task, cell, rule, e, threads))
+                for e in ENGINES}
+        return {e: None if r is None else r.get(key) for e, r in runs.items()}
 
     return keys, get
+
+
+SHORT = {"kernel": "k", "triton": "t", "fast": "f", "reference": "ref", "none": "none"}
+
+
+def _column(engine: str) -> str:
+    return "ref" if engine == "reference" else engine
+
+
+def _ratio_columns(present) -> List[Tuple[str, str]]:
+    """The (numerator, denominator) engines of the table's ratio columns, among the engines ``present``.
+
+    Each plastic engine but the reference over the non-plastic network; the
+    fast engine over triton; the reference engine over the kernel and over triton.
+    """
+    pairs = [(e, "none") for e in ("kernel", "triton", "fast") if e in present and "none" in present]
+    pairs += [("fast", "triton")] if "fast" in present and "triton" in present else []
+    pairs += [("reference", e) for e in ("kernel", "triton") if "reference" in present and e in present]
+    return pairs
 
 
 def table(results) -> str:
     """Rows (task, cell, rule): ms/step and peak MB per engine (one thread), and the ratios.
 
-    ``k/none``, ``f/none``: the kernel's and the fast engine's step over the
-    non-plastic network's; ``ref/k``: the reference engine's time and memory
-    over the kernel's.
+    A column for each engine with a run (failed ones included) in ``results``.
+    ``k/none``, ``t/none``, ``f/none``: the kernel's, triton's and the fast
+    engine's step over the non-plastic network's; ``f/t``: the fast engine's
+    over triton's; ``ref/k``, ``ref/t``: the reference engine's time and
+    memory over the kernel's and triton's.
     """
     keys, get = _per_engine(results)
-    head = (f"{'task':18s} {'cell':4s} {'rule':8s} | {'kernel':>7s} {'fast':>7s} {'ref':>7s} {'none':>7s} ms "
-            f"{'k/none':>7s} {'f/none':>7s} {'ref/k':>7s} | {'kernel':>7s} {'fast':>7s} {'ref':>7s} MB {'ref/k':>7s}")
-    lines = [head, "-" * len(head)]
+    present = [e for e in ENGINES if any(r["engine"] == e for r in results)]
+    plastic = [e for e in present if e != "none"]
+    ratios = _ratio_columns(present)
+    mem_ratios = [(a, b) for a, b in ratios if a == "reference"]
+    cuda = any(r.get("device") == "cuda" for r in results)
+    ms_spec = "7.1f" if cuda else "7.0f"
+
+    def spec(a, b):
+        return "6.1f" if a == "reference" or b == "triton" else "6.2f"
+
+    head = (f"{'task':18s} {'cell':4s} {'rule':8s} |" + "".join(f" {_column(e):>7s}" for e in present) + " ms"
+            + "".join(f" {SHORT[a] + '/' + SHORT[b]:>7s}" for a, b in ratios) + " |"
+            + "".join(f" {_column(e):>7s}" for e in plastic) + " MB"
+            + "".join(f" {SHORT[a] + '/' + SHORT[b]:>7s}" for a, b in mem_ratios))
+    caption = ("ms: wall time per step on the GPU (synchronised); MB: peak CUDA memory the step allocates" if cuda else
+               "ms: CPU time per step, one thread; MB: peak resident memory the step adds")
+    lines = [caption, head, "-" * len(head)]
     for task, cell, rule in keys:
-        k_ms, f_ms, r_ms, n_ms = get(task, cell, rule, "ms_per_step")
-        k_mb, f_mb, r_mb, _ = get(task, cell, rule, "peak_mb")
-        lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(k_ms, '7.0f')} {_fmt(f_ms, '7.0f')} {_fmt(r_ms, '7.0f')} "
-                     f"{_fmt(n_ms, '7.0f')}    {_fmt(_ratio(k_ms, n_ms), '6.2f')}x {_fmt(_ratio(f_ms, n_ms), '6.2f')}x "
-                     f"{_fmt(_ratio(r_ms, k_ms), '6.1f')}x | {_fmt(k_mb, '7.0f')} {_fmt(f_mb, '7.0f')} "
-                     f"{_fmt(r_mb, '7.0f')}    {_fmt(_ratio(r_mb, k_mb), '6.1f')}x")
+        ms, mb = get(task, cell, rule, "ms_per_step"), get(task, cell, rule, "peak_mb")
+        lines.append(f"{task:18s} {cell:4s} {rule:8s} |" + "".join(f" {_fmt(ms[e], ms_spec)}" for e in present)
+                     + "   " + "".join(f" {_fmt(_ratio(ms[a], ms[b]), spec(a, b))}x" for a, b in ratios) + " |"
+                     + "".join(f" {_fmt(mb[e], '7.0f')}" for e in plastic)
+                     + ("   " + "".join(f" {_fmt(_ratio(mb[a], mb[b]), spec(a, b))}x" for a, b in mem_ratios)
+                        if mem_ratios else ""))
     for r in results:
         if "error" in r:
             lines.append(f"error: {r['task']} {r['cell']} {r['rule']} {r['engine']}: {r['error']}")
@@ -299,8 +382,8 @@ def scaling_table(results) -> str:
     head = f"{'task':18s} {'cell':4s} {'rule':8s} | {'threads':>7s} {'1 thread':>9s} {'n threads':>9s} {'speed-up':>8s}"
     lines = ["Kernel engine, wall ms per step by thread count", head, "-" * len(head)]
     for task, cell, rule, n in rows:
-        one = _per_engine(results, 1)[1](task, cell, rule, "wall_ms_per_step")[0]
-        many = _per_engine(results, n)[1](task, cell, rule, "wall_ms_per_step")[0]
+        one = _per_engine(results, 1)[1](task, cell, rule, "wall_ms_per_step")["kernel"]
+        many = _per_engine(results, n)[1](task, cell, rule, "wall_ms_per_step")["kernel"]
         lines.append(f"{task:18s} {cell:4s} {rule:8s} | {n:7d} {_fmt(one, '9.0f')} {_fmt(many, '9.0f')} "
                      f"{_fmt(_ratio(one, many), '7.2f')}x")
     return "\n".join(lines)
@@ -320,8 +403,9 @@ def work_table(results, rate: float) -> str:
     lines = [f"GEMM work per training step (GFLOP); GEMM rate of this machine, one thread: {rate:.0f} GFLOP/s",
              head, "-" * len(head)]
     for task, cell, rule in keys:
-        _, f_gf, r_gf, n_gf = get(task, cell, rule, "gflop_per_step")
-        f_ms = get(task, cell, rule, "ms_per_step")[1]
+        gf = get(task, cell, rule, "gflop_per_step")
+        f_gf, r_gf, n_gf = gf["fast"], gf["reference"], gf["none"]
+        f_ms = get(task, cell, rule, "ms_per_step")["fast"]
         floor = None if f_gf is None else 1e3 * f_gf / rate
         lines.append(f"{task:18s} {cell:4s} {rule:8s} | {_fmt(f_gf, '8.2f')} {_fmt(r_gf, '8.2f')} {_fmt(n_gf, '8.2f')} "
                      f"{_fmt(_ratio(r_gf, f_gf), '7.1f')}x {_fmt(_ratio(f_gf, n_gf), '8.2f')}x | "
@@ -329,19 +413,50 @@ def work_table(results, rate: float) -> str:
     return "\n".join(lines)
 
 
-def run_bench(tasks=tuple(TASKS), cells=CELLS, rules=RULES, engines=ENGINES, threads=(1,), repeats: int = 3,
+def check_device(device: str, engines) -> None:
+    """Refuse (``ValueError``), before any run, a device this machine lacks and an engine ``device`` cannot run."""
+    import torch
+
+    from .engine import triton_engine
+
+    check_choice("device", device, DEVICES)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda': torch finds no CUDA device on this machine; allowed here: 'cpu'")
+    if device == "cuda" and "kernel" in engines:
+        raise ValueError("the kernel engine runs on the CPU only; engines on device 'cuda': "
+                         "'triton', 'fast', 'reference', 'none'")
+    if "triton" not in engines:
+        return
+    if device == "cpu" and not triton_engine.interpreting():
+        raise ValueError("the triton engine runs on device 'cuda'; on the CPU only in Triton's interpreter "
+                         "(TRITON_INTERPRET=1 in the environment; slow, for tests at tiny sizes); "
+                         "engines on device 'cpu': 'kernel', 'fast', 'reference', 'none'")
+    if device == "cuda" and triton_engine.interpreting():
+        raise ValueError("TRITON_INTERPRET=1 would run the triton engine's programs in the interpreter, "
+                         "not on the GPU: unset it for device 'cuda'")
+    why = triton_engine.available()
+    if why is not None:
+        raise ValueError(f"the triton engine cannot run here: {why}")
+
+
+def run_bench(tasks=tuple(TASKS), cells=CELLS, rules=RULES, engines=None, threads=(1,), repeats: int = 3,
               warmup: int = 1, batch_size: int = 64, chunk_size: int = 0, timeout: float = 900,
-              memory_fraction: float = 0.8,
-              on_result: Optional[Callable[[Config, dict], None]] = None) -> Tuple[List[dict], float]:
+              memory_fraction: float = 0.8, device: str = "cpu", hidden_scale: float = 1.0,
+              on_result: Optional[Callable[[Config, dict], None]] = None) -> Tuple[List[dict], Optional[float]]:
     """Measure every run of :func:`configurations`, each in its own child (:func:`run_child`).
 
-    Names (of :data:`TASKS`, :data:`CELLS`, :data:`RULES`, :data:`ENGINES`)
-    and every number are checked first (``ValueError``), before any run.
+    Names (of :data:`TASKS`, :data:`CELLS`, :data:`RULES`, :data:`ENGINES`,
+    :data:`DEVICES`), every number and the engines' devices
+    (:func:`check_device`) are checked first (``ValueError``), before any run.
     ``timeout``: seconds per run; ``memory_fraction``: as :func:`run_child`;
+    ``engines``: ``None`` for the device's :data:`DEFAULT_ENGINES`;
+    ``hidden_scale``: factor on every hidden size (1: the paper's);
     ``on_result(cfg, result)`` is called after each run. Returns the results
-    (each with ``gemm_gflops``, this machine's GEMM rate, :func:`gemm_rate`)
-    and that rate.
+    and, on the CPU, this machine's GEMM rate (:func:`gemm_rate`, recorded
+    in every result as ``gemm_gflops``; ``None`` on ``cuda``).
     """
+    check_choice("device", device, DEVICES)
+    engines = DEFAULT_ENGINES[device] if engines is None else engines
     for name, vals, allowed in (("task", tasks, TASKS), ("cell", cells, CELLS), ("rule", rules, RULES),
                                 ("engine", engines, ENGINES)):
         for value in vals:
@@ -354,20 +469,27 @@ def run_bench(tasks=tuple(TASKS), cells=CELLS, rules=RULES, engines=ENGINES, thr
     check_nonnegative_int("chunk_size (0: the fast engine's default)", chunk_size)
     check_positive("timeout", timeout)
     check_range("memory_fraction", memory_fraction, 0, 1, low_open=True)
-    results, rate = [], gemm_rate()  # the machine's GEMM rate, recorded in every result
-    kw = dict(repeats=repeats, warmup=warmup, batch_size=batch_size, chunk_size=chunk_size)
+    check_positive("hidden_scale", hidden_scale)
+    check_device(device, engines)
+    results, rate = [], (gemm_rate() if device == "cpu" else None)
+    kw = dict(repeats=repeats, warmup=warmup, batch_size=batch_size, chunk_size=chunk_size, device=device,
+              hidden_scale=hidden_scale)
     for cfg in configurations(tasks, cells, rules, engines, threads, **kw):
-        res = {**run_child(cfg, timeout, memory_fraction), "gemm_gflops": rate}
+        res = run_child(cfg, timeout, memory_fraction)
+        if rate is not None:
+            res["gemm_gflops"] = rate
         results.append(res)
         if on_result is not None:
             on_result(cfg, res)
     return results, rate
 
 
-def report(results, rate: float) -> str:
-    """The benchmark's tables: :func:`table`, :func:`scaling_table` (where it has rows) and :func:`work_table`."""
+def report(results, rate: Optional[float]) -> str:
+    """The benchmark's tables: :func:`table`, :func:`scaling_table` (where it has rows) and, with a GEMM
+    ``rate`` (CPU runs), :func:`work_table`."""
     scaling = scaling_table(results)
-    return "\n\n".join([table(results)] + ([scaling] if scaling else []) + [work_table(results, rate)])
+    work = [work_table(results, rate)] if rate is not None else []
+    return "\n\n".join([table(results)] + ([scaling] if scaling else []) + work)
 
 
 if __name__ == "__main__":  # the measuring child of run_child; users run `plasticnet bench`

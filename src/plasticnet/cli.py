@@ -206,18 +206,23 @@ def _pretrain(args) -> int:
 
 # ------------------------------------------------------------------ bench
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="time and peak memory of a training step: kernel, fast, reference, non-plastic",
-                       description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("bench", help="time and peak memory of a training step: kernel, triton, fast, reference, "
+                       "non-plastic", description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default=",".join(bench.TASKS), help=f"comma-separated, from {', '.join(bench.TASKS)}")
     p.add_argument("--cells", default=",".join(bench.CELLS), help="comma-separated: rnn,lstm")
     p.add_argument("--rules", default=",".join(bench.RULES), help="comma-separated: hebbian,gradient")
-    p.add_argument("--engines", default=",".join(bench.ENGINES),
-                   help="comma-separated: kernel,fast,reference,none (none = the non-plastic network)")
+    p.add_argument("--engines", default=None,
+                   help="comma-separated: kernel,triton,fast,reference,none (none = the non-plastic network; "
+                   "kernel on cpu only, triton on cuda, or on cpu under TRITON_INTERPRET=1); default: "
+                   + "; ".join(f"{','.join(e)} on {d}" for d, e in bench.DEFAULT_ENGINES.items()))
+    p.add_argument("--device", default="cpu", help="cpu (CPU time, one thread) or cuda (wall time, synchronised)")
     p.add_argument("--threads", default="1",
                    help="comma-separated thread counts; counts above 1 add kernel-engine runs (its scaling)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per run (after --warmup)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (they count for the memory peak)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--hidden-scale", type=float, default=1.0,
+                   help="factor on every matched hidden size (1: the paper's; smaller for quick checks)")
     p.add_argument("--chunk-size", type=int, default=0, help="fast engine's chunk size (0: its default)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per run before it is abandoned")
     p.add_argument("--memory-fraction", type=float, default=0.8,
@@ -239,15 +244,16 @@ def _bench(args) -> int:
         if args.json:
             print(json.dumps(res), flush=True)
         else:
-            msg = res.get("error") or f"{res['ms_per_step']:.0f} ms/step, {res['peak_mb']:.0f} MB"
+            digits = 1 if cfg.device == "cuda" else 0
+            msg = res.get("error") or f"{res['ms_per_step']:.{digits}f} ms/step, {res['peak_mb']:.0f} MB"
             print(f"  {cfg.task} {cfg.cell} {cfg.rule} {cfg.engine} ({cfg.threads} thr): {msg}", file=sys.stderr,
                   flush=True)
 
     results, rate = bench.run_bench(
         tasks=args.tasks.split(","), cells=args.cells.split(","), rules=args.rules.split(","),
-        engines=args.engines.split(","), threads=threads, repeats=args.repeats, warmup=args.warmup,
-        batch_size=args.batch_size, chunk_size=args.chunk_size, timeout=args.timeout,
-        memory_fraction=args.memory_fraction, on_result=show)
+        engines=None if args.engines is None else args.engines.split(","), threads=threads, repeats=args.repeats,
+        warmup=args.warmup, batch_size=args.batch_size, chunk_size=args.chunk_size, timeout=args.timeout,
+        memory_fraction=args.memory_fraction, device=args.device, hidden_scale=args.hidden_scale, on_result=show)
     print(bench.report(results, rate), file=sys.stderr if args.json else sys.stdout)
     return 0
 
