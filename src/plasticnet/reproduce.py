@@ -959,7 +959,6 @@ class ReproduceResult:
 
 
 __all__ = ["Claim", "ClaimResult", "Comparison", "ComparisonResult", "ReproduceResult", "RunSelection", "Term",
-           "check_claims", "check_run_folders", "claim_experiments", "claim_listing", "config_differences",
-           "select_runs",
-           "claim_verdict", "evaluate_claim", "load_claims", "parse_claim", "reproduce", "run_claim", "select_claims",
-           "verdict_of", "write_claim_report", "write_summary", "SIZES"]
+           "check_claims", "check_run_folders", "claim_experiments", "claim_listing", "claim_verdict",
+           "config_differences", "evaluate_claim", "load_claims", "parse_claim", "reproduce", "run_claim",
+           "select_claims", "select_runs", "verdict_of", "write_claim_report", "write_summary", "SIZES"]

@@ -366,5 +366,4 @@ def run_sweep(experiment: Experiment, out="runs", backend: str = "local", worker
 
 
 __all__ = ["Outcome", "SweepProgress", "check_run_folder", "plan", "read_summary", "run_local_pool", "run_sweep",
-           "run_trial",
-           "trial_state", "BACKENDS"]
+           "run_trial", "trial_state", "BACKENDS"]

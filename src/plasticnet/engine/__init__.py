@@ -22,7 +22,7 @@ import warnings
 
 from ..checks import check_choice
 from . import kernel
-from .base import Engine, EngineResult, LayerParams, NetSpec, StepEngine
+from .base import Engine, EngineResult, EpisodeEngine, LayerParams, NetSpec, StepEngine
 from .factored import factored_read
 from .fast import FastEngine
 from .kernel import KernelEngine
@@ -67,6 +67,6 @@ def is_engine(obj) -> bool:
     return not isinstance(obj, str) and isinstance(obj, Engine)
 
 
-__all__ = ["ENGINES", "ENGINE_CHOICES", "Engine", "EngineResult", "FastEngine", "KernelEngine", "LayerParams",
-           "NetSpec", "ReferenceEngine", "StepEngine", "TritonEngine", "factored_read", "get_engine", "is_engine",
-           "resolve_engine"]
+__all__ = ["ENGINES", "ENGINE_CHOICES", "Engine", "EngineResult", "EpisodeEngine", "FastEngine", "KernelEngine",
+           "LayerParams", "NetSpec", "ReferenceEngine", "StepEngine", "TritonEngine", "factored_read", "get_engine",
+           "is_engine", "resolve_engine"]

@@ -237,6 +237,24 @@ def stack_trace(steps) -> Optional[Dict[str, Tensor]]:
     return {k: torch.stack([s[k] for s in steps], dim=1) for k in TRACE_KEYS}
 
 
+class EpisodeEngine:
+    """Base of the engines that run a whole episode in one call (compiled loops): ``step`` is the episode
+    of length 1; fast weights are materialised, so ``fast_weights`` returns them as they are."""
+
+    def episode(self, spec, inputs, h, c, fast, trace=False) -> EngineResult:
+        raise NotImplementedError
+
+    def step(self, spec, u, h, c, fast, trace=False) -> EngineResult:
+        """One step: the episode of length 1 from the state."""
+        res = self.episode(spec, u.unsqueeze(1), h, c, fast, trace)
+        tr = None if res.trace is None else {k: v[:, 0] for k, v in res.trace.items()}
+        return res._replace(out=res.out[:, 0], trace=tr)
+
+    def fast_weights(self, spec, fast, like):
+        """The materialised fast weights of ``fast`` (already materialised here)."""
+        return fast
+
+
 class StepEngine:
     """Base of the engines that step: ``episode`` loops :meth:`step`; fast weights start as materialised zeros."""
 

@@ -30,7 +30,7 @@ import torch
 
 from ..checks import check_positive_int
 from ..layers import FastWeights
-from .base import LAYERS, TRACE_KEYS, EngineResult, NetSpec, check_state
+from .base import LAYERS, TRACE_KEYS, EngineResult, EpisodeEngine, NetSpec, check_state
 
 try:  # numba is an optional dependency (the ``kernel`` extra)
     from . import kernel_ops
@@ -383,7 +383,7 @@ def _in_threads(fn, items: int, threads: Optional[int], *args) -> None:
         job.result()
 
 
-class KernelEngine:
+class KernelEngine(EpisodeEngine):
     """Materialised per-sample fast weights stepped by a compiled loop (see the module docstring).
 
     ``engine_threads``: worker threads over the batch (``None``: torch's thread
@@ -402,22 +402,12 @@ class KernelEngine:
                                "or use engine='fast'")
         self.threads = engine_threads
 
-    def fast_weights(self, spec, fast, like):
-        """The materialised fast weights of ``fast`` (already materialised here)."""
-        return fast
-
     def zero_fast(self, spec, batch_size, device, dtype):
         """Zero fast weights as broadcast views of one zero (no memory until the first update)."""
         zero = torch.zeros((), device=device, dtype=dtype)
         return {k: FastWeights(zero.expand(batch_size, p.in_features, p.out_features),
                                zero.expand(batch_size, p.out_features) if p.plastic_bias else None)
                 for k, p in spec.layers.items()}
-
-    def step(self, spec, u, h, c, fast, trace=False) -> EngineResult:
-        """One step: the episode of length 1 from the state."""
-        res = self.episode(spec, u.unsqueeze(1), h, c, fast, trace)
-        tr = None if res.trace is None else {k: v[:, 0] for k, v in res.trace.items()}
-        return res._replace(out=res.out[:, 0], trace=tr)
 
     def episode(self, spec, inputs, h, c, fast, trace=False) -> EngineResult:
         """Run ``inputs (B, T, I)`` from the state in one call of the compiled loop."""

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from ..layers import FastWeights
-from .base import LAYERS, TRACE_KEYS, EngineResult, NetSpec, check_state, zero_fast_weights
+from .base import LAYERS, TRACE_KEYS, EngineResult, EpisodeEngine, NetSpec, check_state, zero_fast_weights
 from .kernel import MAX_AMPLIFICATION, checkpoint_interval
 
 GROUPS = 64  # the backward's batch sums run over at most this many fixed groups of samples (one program each)
@@ -233,7 +233,7 @@ class _Episode(torch.autograd.Function):
         return (None, *[g if n else None for g, n in zip(out, need[1:])])
 
 
-class TritonEngine:
+class TritonEngine(EpisodeEngine):
     """Materialised per-sample fast weights stepped by Triton programs (see the module docstring).
 
     ``tile``: ``(BI, BJ)``, the tile of a layer's fast weights each pass loads
@@ -258,16 +258,6 @@ class TritonEngine:
 
     def zero_fast(self, spec, batch_size, device, dtype):
         return zero_fast_weights(spec, batch_size, device, dtype)
-
-    def fast_weights(self, spec, fast, like):
-        """The materialised fast weights of ``fast`` (already materialised here)."""
-        return fast
-
-    def step(self, spec, u, h, c, fast, trace=False) -> EngineResult:
-        """One step: the episode of length 1 from the state."""
-        res = self.episode(spec, u.unsqueeze(1), h, c, fast, trace)
-        tr = None if res.trace is None else {k: v[:, 0] for k, v in res.trace.items()}
-        return res._replace(out=res.out[:, 0], trace=tr)
 
     def episode(self, spec, inputs, h, c, fast, trace=False) -> EngineResult:
         """Run ``inputs (B, T, I)`` from the state in one launch of the forward program."""
