@@ -89,10 +89,9 @@ def run_demo(out="runs/demo", batches: int = 5000, rules=RULES, jobs: int = 1, s
 
 def _follow(done: threading.Event, out: Path, rules, batches: int) -> None:
     """One progress bar per rule, read from the runs' metrics.csv until ``done`` is set."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    bars = {r: tqdm(total=batches, desc=f"{r:9s}", position=i, unit="batch", dynamic_ncols=True)
-            for i, r in enumerate(rules)}
+    bars = {r: progress_bar(batches, desc=f"{r:9s}", position=i) for i, r in enumerate(rules)}
     while True:
         finished = done.is_set()
         for r, bar in bars.items():

@@ -259,13 +259,13 @@ class SweepProgress:
 
     def __init__(self, pending: List[Outcome], enabled: bool = True, interval: float = 2.0,
                  log: Callable[[str], None] = print):
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         self.runs = {str(o.run_dir): resolve_options(o.trial.options)["batches"] for o in pending}
         self.start = {d: min(_last_batch(Path(d)), n) for d, n in self.runs.items()}
         self.finished, self.interval, self._log = 0, interval, log
-        self.bar = tqdm(total=sum(self.runs.values()), initial=sum(self.start.values()), unit="batch",
-                        disable=not enabled, dynamic_ncols=True, desc=f"{len(self.runs)} trials", smoothing=0.1)
+        self.bar = progress_bar(sum(self.runs.values()), sum(self.start.values()), desc=f"{len(self.runs)} trials",
+                                enabled=enabled, smoothing=0.1)
         self._done: Dict[str, int] = {}
         self._stop = None
 

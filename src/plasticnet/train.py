@@ -316,10 +316,10 @@ def test_best(task: Task, model: nn.Module, config: Dict[str, Any], best_path: P
 
 
 def _progress(enabled: bool, config, start: int):
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=config["batches"], initial=start, disable=not enabled, dynamic_ncols=True,
-                desc=f"{config['task']} {config['rule']}/{config['cell']}", unit="batch")
+    return progress_bar(config["batches"], start, desc=f"{config['task']} {config['rule']}/{config['cell']}",
+                        enabled=enabled)
 
 
 def default_run_dir(options: Dict[str, Any], resume: bool = False) -> Path:
