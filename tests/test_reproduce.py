@@ -353,3 +353,10 @@ def test_report_says_whether_training_flattened(tmp_path):
     write_claim_report(res)
     report = (tmp_path / "report.md").read_text()
     assert "| rule=gradient | 100.0%, 100.0%, 100.0% | **no** |" in report
+    assert "| rule=none | 100.0%, —, — | **no** |" in report  # two seeds never went below their start
+
+
+def test_report_lists_a_condition_that_never_improved(tmp_path):
+    make_runs(tmp_path, {"gradient": [0.05, 0.05, 0.05], "none": [0.2, 0.2, 0.2]})  # none stays at its start
+    write_claim_report(evaluate_claim(synthetic_claim(), tmp_path, "quick"))
+    assert "| rule=none | —, —, — | never below its start |" in (tmp_path / "report.md").read_text()

@@ -690,18 +690,22 @@ def write_claim_report(result: ClaimResult, out: Union[str, Path, None] = None) 
                   "error per condition (mean ± 95% t-interval over seeds):", ""]
         lines += rep.condition_table(keys, conditions)
         lines += ["", "Has training flattened? The share of each run's improvement of the validation error (from "
-                  "the untrained network to the end) made in the last fifth of training, per seed; a condition "
-                  f"whose mean share exceeds {FLAT_TOLERANCE:.0%} was still falling (more batches would change its "
-                  "error):", "",
+                  "the untrained network to the end) made in the last fifth of training, per seed (—: the run "
+                  "ended no lower than it started); a condition whose mean share exceeds "
+                  f"{FLAT_TOLERANCE:.0%} was still falling (more batches would change its error):", "",
                   "| condition | share of the improvement in the last fifth (per seed) | flattened |", "|---|---|---|"]
         for c in conditions:
-            falls = [last_fifth_fall(r) for r in c.runs if r.finished]
-            falls = [f for f in falls if math.isfinite(f)]
+            shares = [last_fifth_fall(r) for r in c.runs if r.finished]
+            falls = [f for f in shares if math.isfinite(f)]
             label = ", ".join(f"{k}={v}" for k, v in zip(keys, c.values)) or "all runs"
+            if not shares:
+                continue
+            cells = ", ".join(f"{f:.1%}" if math.isfinite(f) else "—" for f in shares)
             if falls:
-                mean = sum(falls) / len(falls)
-                lines.append(f"| {label} | {', '.join(f'{f:.1%}' for f in falls)} | "
-                             f"{'yes' if mean <= FLAT_TOLERANCE else '**no**'} |")
+                flat = "yes" if sum(falls) / len(falls) <= FLAT_TOLERANCE else "**no**"
+            else:
+                flat = "never below its start"
+            lines.append(f"| {label} | {cells} | {flat} |")
         try:
             fig_list = figs.group_figures(keys, conditions, out / "figures", name)
         except ImportError:  # matplotlib is optional
